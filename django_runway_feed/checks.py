@@ -1,0 +1,182 @@
+"""System checks for the RUNWAY_FEED settings and their fit with the django-q2 cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from .conf import DEFAULTS, DURATION_KEYS, conf
+
+ID = "django_runway_feed"
+
+
+def _is_duration(value: Any) -> bool:
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds() > 0
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_timeout(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return len(value) == 2 and all(_is_duration(part) for part in value)
+    return _is_duration(value)
+
+
+def _is_optional_str(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+# What each key must hold, as (test, description) pairs: data, so adding a key is one line.
+VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "API_KEY": (_is_optional_str, "a string"),
+    "BASE_URL": (_is_url, "an http(s) URL"),
+    "RUNWAY_VERSION": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "REQUEST_TIMEOUT": (_is_timeout, "a positive number of seconds or a (connect, read) pair"),
+    "MAX_RESPONSE_BYTES": (_is_positive_int, "a positive integer"),
+    "BATCH_SIZE": (_is_positive_int, "a positive integer"),
+    "CONCURRENCY": (_is_positive_int, "a positive integer"),
+    "MAX_REQUESTS_PER_SECOND": (
+        lambda v: v is None or _is_duration(v),
+        "a positive number or None",
+    ),
+    "SCHEDULE_NAME": (lambda v: isinstance(v, str) and 0 < len(v) <= 100, "a short string"),
+    "AUTO_SCHEDULE": (lambda v: isinstance(v, bool), "True or False"),
+    "CALLBACK_BASE_URL": (lambda v: v is None or _is_url(v), "None or an http(s) URL"),
+    "PRUNE_AFTER_DAYS": (lambda v: v is None or _is_positive_int(v), "None or a positive integer"),
+    "DOWNLOAD_RESULTS": (lambda v: isinstance(v, bool), "True or False"),
+    "STORAGE": (lambda v: isinstance(v, str) and bool(v), "the alias of a STORAGES entry"),
+    "MAX_DOWNLOAD_BYTES": (_is_positive_int, "a positive integer"),
+    "ALLOWED_DOWNLOAD_HOSTS": (
+        lambda v: v is None or (isinstance(v, list | tuple) and all(isinstance(h, str) for h in v)),
+        "None or a list of host names",
+    ),
+    **{key: (_is_duration, "a positive number of seconds or a timedelta") for key in DURATION_KEYS},
+}
+
+
+def _request_seconds() -> float:
+    timeout = conf.REQUEST_TIMEOUT
+    return sum(timeout) if isinstance(timeout, tuple) else timeout * 2
+
+
+@register(Tags.compatibility)
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    raw = getattr(settings, "RUNWAY_FEED", {})
+    if not isinstance(raw, dict):
+        return [
+            Error(
+                "RUNWAY_FEED must be a dict.",
+                hint="Set RUNWAY_FEED = {'API_KEY': ...} in your settings.",
+                id=f"{ID}.E001",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for key in raw:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+            hint = (
+                f"Did you mean RUNWAY_FEED['{close[0]}']?"
+                if close
+                else ("Known keys: " + ", ".join(sorted(DEFAULTS)))
+            )
+            messages.append(
+                Warning(f"RUNWAY_FEED has an unknown key {key!r}.", hint=hint, id=f"{ID}.W001")
+            )
+    bad = set()
+    for key, (valid, description) in VALIDATORS.items():
+        if key in raw and not valid(raw[key]):
+            bad.add(key)
+            messages.append(
+                Error(
+                    f"RUNWAY_FEED['{key}'] must be {description}.",
+                    hint=f"Fix RUNWAY_FEED['{key}'] or remove it to use the default.",
+                    id=f"{ID}.E002",
+                )
+            )
+    if not raw.get("API_KEY"):
+        messages.append(
+            Warning(
+                "No CometAPI key: tasks cannot be created or polled.",
+                hint="Set RUNWAY_FEED['API_KEY'] (read it from the environment, not from code).",
+                id=f"{ID}.W002",
+            )
+        )
+    if bad:
+        return messages  # the relations below would only repeat the type errors
+
+    if conf.MAX_POLL_INTERVAL < conf.POLL_INTERVAL:
+        messages.append(
+            Error(
+                "RUNWAY_FEED['MAX_POLL_INTERVAL'] is shorter than RUNWAY_FEED['POLL_INTERVAL'].",
+                hint="Make RUNWAY_FEED['MAX_POLL_INTERVAL'] at least POLL_INTERVAL.",
+                id=f"{ID}.E003",
+            )
+        )
+    if conf.POLL_INTERVAL < 5:
+        messages.append(
+            Warning(
+                "RUNWAY_FEED['POLL_INTERVAL'] is below 5 seconds; Runway asks clients not to "
+                "poll a task more often.",
+                hint="Set RUNWAY_FEED['POLL_INTERVAL'] to 5 or more.",
+                id=f"{ID}.W003",
+            )
+        )
+    if _request_seconds() >= conf.LEASE_SECONDS:
+        messages.append(
+            Error(
+                "RUNWAY_FEED['LEASE_SECONDS'] is not longer than one request's timeout: a lease "
+                "could expire while its poll is in flight and another worker would poll again.",
+                hint="Raise RUNWAY_FEED['LEASE_SECONDS'] above the sum of REQUEST_TIMEOUT.",
+                id=f"{ID}.E004",
+            )
+        )
+    messages.extend(_check_cluster())
+    return messages
+
+
+def _check_cluster() -> list[CheckMessage]:
+    cluster = getattr(settings, "Q_CLUSTER", None)
+    if not isinstance(cluster, dict) or cluster.get("sync"):
+        return []
+    messages: list[CheckMessage] = []
+    timeout = cluster.get("timeout")
+    retry = cluster.get("retry", 60)
+    needed = conf.POLL_WINDOW + _request_seconds()
+    if isinstance(timeout, int | float) and timeout < needed:
+        messages.append(
+            Error(
+                f"Q_CLUSTER['timeout'] ({timeout} s) is shorter than one poll run "
+                f"(RUNWAY_FEED['POLL_WINDOW'] plus a request, {needed:.0f} s): django-q2 would "
+                "kill the poller mid-run.",
+                hint=f"Set Q_CLUSTER['timeout'] to at least {needed:.0f} or lower "
+                "RUNWAY_FEED['POLL_WINDOW'].",
+                id=f"{ID}.E005",
+            )
+        )
+    run_time = timeout if isinstance(timeout, int | float) else needed
+    if isinstance(retry, int | float) and retry <= run_time:
+        messages.append(
+            Error(
+                f"Q_CLUSTER['retry'] ({retry} s) is not longer than a poll run ({run_time:.0f} s):"
+                " django-q2 would start the same job again while it still runs.",
+                hint=f"Set Q_CLUSTER['retry'] above {run_time:.0f} (and above 'timeout').",
+                id=f"{ID}.E006",
+            )
+        )
+    return messages

@@ -1,0 +1,282 @@
+"""A small CometAPI client over one pooled ``requests.Session``.
+
+It knows the wire (headers, timeouts, size caps, error classification) and nothing about models.
+Every failure comes out as a :class:`~django_runway_feed.exceptions.APIError` subclass, chained
+to the transport error that caused it. The API key lives only in the session's headers: it is
+never part of a repr, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import __version__
+from .conf import conf
+from .exceptions import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ForbiddenError,
+    InvalidResponseError,
+    RateLimitedError,
+    RequestRejectedError,
+    TaskNotVisibleError,
+    TransientAPIError,
+)
+
+logger = logging.getLogger(__name__)
+
+CREATE_ROUTES = {
+    "generate": "/runway/pro/generate",
+    "video2video": "/runway/pro/video2video",
+    "act_one": "/runway/pro/act_one",
+}
+FEED_PATH = "/runway/feed"
+TASK_NOT_EXIST = "task_not_exist"
+# How much of a bad body is kept on the exception (and so in ``last_error``) for inspection.
+BODY_SNIPPET = 2000
+TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+def user_agent() -> str:
+    return f"django-runway-feed/{__version__} python-requests/{requests.__version__}"
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(tz=dt.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _snippet(raw: bytes) -> str:
+    return raw[:BODY_SNIPPET].decode("utf-8", errors="replace")
+
+
+def _error_message(body: Any) -> tuple[str, str]:
+    """(message, code) from any of CometAPI's error shapes, or empty strings."""
+    if not isinstance(body, dict):
+        return "", ""
+    envelope = body.get("error")
+    if isinstance(envelope, dict):
+        return str(envelope.get("message") or "")[:500], str(envelope.get("code") or "")[:64]
+    message = body.get("msg") or body.get("message") or ""
+    code = body.get("code")
+    return str(message)[:500], ("" if code is None else str(code)[:64])
+
+
+class CometAPIClient:
+    """Talks to CometAPI's Runway routes.
+
+    Arguments default to the ``RUNWAY_FEED`` settings, read when the client is built. One client
+    holds one connection pool sized for ``pool_size`` concurrent requests; reuse it for a whole
+    poll run and :meth:`close` it afterwards (or use it as a context manager).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        runway_version: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        max_response_bytes: int | None = None,
+        pool_size: int | None = None,
+    ) -> None:
+        api_key = api_key or conf.API_KEY
+        if not api_key:
+            raise ConfigurationError(
+                "No CometAPI key configured: set RUNWAY_FEED['API_KEY'] in your settings."
+            )
+        self.base_url = (base_url or conf.BASE_URL).rstrip("/")
+        self.timeout = timeout if timeout is not None else conf.REQUEST_TIMEOUT
+        self.max_response_bytes = max_response_bytes or conf.MAX_RESPONSE_BYTES
+        pool_size = pool_size or conf.CONCURRENCY
+        self.session = requests.Session()
+        # Retries are ours to decide (a retried create could bill twice); never urllib3's.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": user_agent(),
+                "X-Runway-Version": runway_version or conf.RUNWAY_VERSION,
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"<CometAPIClient {self.base_url}>"
+
+    def __enter__(self) -> CometAPIClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def create(self, route: str, payload: dict[str, Any]) -> str:
+        """POST a create route (``generate``, ``video2video``, ``act_one``); return the task id.
+
+        Raises :class:`RequestRejectedError` when the API refuses the task, and
+        :class:`TransientAPIError` when the outcome is unknown (the caller must not retry blindly:
+        the task may exist and be billed).
+        """
+        try:
+            path = CREATE_ROUTES[route]
+        except KeyError:
+            raise ValueError(f"Unknown create route {route!r}") from None
+        body = self._post(path, payload)
+        if isinstance(body, dict):
+            data = body.get("data")
+            task_id = data.get("task_id") if isinstance(data, dict) else None
+            if str(body.get("code")) == "200" and isinstance(task_id, str) and task_id.strip():
+                return task_id.strip()[:128]
+            message, code = _error_message(body)
+            if message or (code and code != "200"):
+                raise RequestRejectedError(
+                    f"CometAPI refused the task: {message or code}",
+                    status_code=200,
+                    code=message if message == "callback_url_empty" else code,
+                    body=_snippet(json.dumps(body).encode()),
+                )
+        raise InvalidResponseError(
+            "CometAPI's create answer has no task id",
+            status_code=200,
+            body=_snippet(json.dumps(body).encode()),
+        )
+
+    def feed(self, task_id: str) -> Any:
+        """POST ``/runway/feed`` for one task and return the decoded JSON body.
+
+        A ``task_not_exist`` answer (HTTP 400 or 200) raises :class:`TaskNotVisibleError`.
+        """
+        body = self._post(FEED_PATH, {"task_id": task_id})
+        if isinstance(body, dict) and body.get("code") == TASK_NOT_EXIST:
+            raise TaskNotVisibleError(
+                f"CometAPI does not know task {task_id} (yet)", status_code=200, code=TASK_NOT_EXIST
+            )
+        return body
+
+    def _post(self, path: str, payload: dict[str, Any]) -> Any:
+        url = self.base_url + path
+        try:
+            response = self.session.post(
+                url, json=payload, timeout=self.timeout, allow_redirects=False, stream=True
+            )
+        except requests.Timeout as exc:
+            raise TransientAPIError(f"CometAPI timed out on {path}") from exc
+        except requests.RequestException as exc:
+            raise TransientAPIError(
+                f"CometAPI could not be reached on {path}: {type(exc).__name__}"
+            ) from exc
+        try:
+            raw = self._read_capped(response, path)
+        finally:
+            response.close()
+        return self._decode(response, raw, path)
+
+    def _read_capped(self, response: requests.Response, path: str) -> bytes:
+        cap = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise InvalidResponseError(
+                f"CometAPI's answer on {path} is larger than {cap} bytes",
+                status_code=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=64 * 1024):
+                size += len(chunk)
+                if size > cap:
+                    raise InvalidResponseError(
+                        f"CometAPI's answer on {path} is larger than {cap} bytes",
+                        status_code=response.status_code,
+                        body=_snippet(b"".join(chunks)),
+                    )
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise TransientAPIError(
+                f"CometAPI's answer on {path} was cut off: {type(exc).__name__}"
+            ) from exc
+        return b"".join(chunks)
+
+    def _decode(self, response: requests.Response, raw: bytes, path: str) -> Any:
+        status = response.status_code
+        try:
+            body: Any = json.loads(raw) if raw else None
+            decoded = True
+        except (ValueError, RecursionError):
+            body, decoded = None, False
+
+        if 300 <= status < 400:
+            raise InvalidResponseError(
+                f"CometAPI redirected {path} (HTTP {status}); redirects are not followed. "
+                "Check RUNWAY_FEED['BASE_URL'].",
+                status_code=status,
+                body=_snippet(raw),
+            )
+        message, code = _error_message(body)
+        detail = f": {message}" if message else ""
+        common: dict[str, Any] = {"status_code": status, "code": code, "body": _snippet(raw)}
+        if status == 401:
+            raise AuthenticationError(
+                f"CometAPI refused the API key (HTTP 401){detail}. Check RUNWAY_FEED['API_KEY'].",
+                **common,
+            )
+        if status == 403:
+            raise ForbiddenError(
+                f"CometAPI refused access (HTTP 403){detail}. The key may be blocked or out of "
+                "quota.",
+                **common,
+            )
+        if status == 429:
+            raise RateLimitedError(
+                f"CometAPI rate limited the request (HTTP 429){detail}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                **common,
+            )
+        if status in TRANSIENT_STATUSES or status >= 500:
+            raise TransientAPIError(f"CometAPI failed on {path} (HTTP {status}){detail}", **common)
+        if TASK_NOT_EXIST in (code, message):
+            raise TaskNotVisibleError(f"CometAPI does not know this task (yet){detail}", **common)
+        if 400 <= status < 500:
+            raise RequestRejectedError(
+                f"CometAPI refused the request (HTTP {status}){detail}", **common
+            )
+        if status != 200:
+            raise InvalidResponseError(
+                f"Unexpected HTTP {status} from CometAPI on {path}", **common
+            )
+        if not decoded:
+            raise InvalidResponseError(
+                f"CometAPI's answer on {path} is not JSON", status_code=status, body=_snippet(raw)
+            )
+        return body
+
+
+__all__ = ["CREATE_ROUTES", "APIError", "CometAPIClient", "parse_retry_after"]

@@ -1,0 +1,169 @@
+"""The ``RUNWAY_FEED`` settings dict, read on every access so ``override_settings`` works.
+
+Nothing here is evaluated at import time: each attribute of :data:`conf` looks the setting up
+when it is read. Validation lives in :mod:`django_runway_feed.checks`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "API_KEY": None,
+    "BASE_URL": "https://api.cometapi.com",
+    "RUNWAY_VERSION": "2024-11-06",
+    "REQUEST_TIMEOUT": (5, 30),
+    "MAX_RESPONSE_BYTES": 1_000_000,
+    "POLL_INTERVAL": 5,
+    "MAX_POLL_INTERVAL": 60,
+    "NOT_FOUND_GRACE": 120,
+    "TASK_TIMEOUT": 6 * 60 * 60,
+    "BATCH_SIZE": 100,
+    "CONCURRENCY": 8,
+    "LEASE_SECONDS": 120,
+    "MAX_REQUESTS_PER_SECOND": 50,
+    "POLL_WINDOW": 50,
+    "SCHEDULE_NAME": "django_runway_feed.poll",
+    "AUTO_SCHEDULE": True,
+    "CALLBACK_BASE_URL": None,
+    "PRUNE_AFTER_DAYS": None,
+    "DOWNLOAD_RESULTS": False,
+    "STORAGE": "default",
+    "MAX_DOWNLOAD_BYTES": 500 * 1024 * 1024,
+    "ALLOWED_DOWNLOAD_HOSTS": None,
+}
+
+# Keys holding a duration accept a number of seconds or a timedelta.
+DURATION_KEYS = frozenset(
+    {
+        "POLL_INTERVAL",
+        "MAX_POLL_INTERVAL",
+        "NOT_FOUND_GRACE",
+        "TASK_TIMEOUT",
+        "LEASE_SECONDS",
+        "POLL_WINDOW",
+    }
+)
+
+
+def user_settings() -> dict[str, Any]:
+    """The site's ``RUNWAY_FEED`` dict (empty when unset or not a dict; checks report that)."""
+    value = getattr(settings, "RUNWAY_FEED", None)
+    return value if isinstance(value, dict) else {}
+
+
+def _get(name: str) -> Any:
+    return user_settings().get(name, DEFAULTS[name])
+
+
+def _seconds(name: str) -> float:
+    value = _get(name)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+class RunwayFeedSettings:
+    """Typed, always-current view of ``RUNWAY_FEED`` merged over :data:`DEFAULTS`."""
+
+    @property
+    def API_KEY(self) -> str | None:
+        value = _get("API_KEY")
+        return str(value) if value else None
+
+    @property
+    def BASE_URL(self) -> str:
+        return str(_get("BASE_URL")).rstrip("/")
+
+    @property
+    def RUNWAY_VERSION(self) -> str:
+        return str(_get("RUNWAY_VERSION"))
+
+    @property
+    def REQUEST_TIMEOUT(self) -> float | tuple[float, float]:
+        value = _get("REQUEST_TIMEOUT")
+        if isinstance(value, list | tuple):
+            return (float(value[0]), float(value[1]))
+        return float(value)
+
+    @property
+    def MAX_RESPONSE_BYTES(self) -> int:
+        return int(_get("MAX_RESPONSE_BYTES"))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        return _seconds("POLL_INTERVAL")
+
+    @property
+    def MAX_POLL_INTERVAL(self) -> float:
+        return _seconds("MAX_POLL_INTERVAL")
+
+    @property
+    def NOT_FOUND_GRACE(self) -> float:
+        return _seconds("NOT_FOUND_GRACE")
+
+    @property
+    def TASK_TIMEOUT(self) -> float:
+        return _seconds("TASK_TIMEOUT")
+
+    @property
+    def BATCH_SIZE(self) -> int:
+        return int(_get("BATCH_SIZE"))
+
+    @property
+    def CONCURRENCY(self) -> int:
+        return int(_get("CONCURRENCY"))
+
+    @property
+    def LEASE_SECONDS(self) -> float:
+        return _seconds("LEASE_SECONDS")
+
+    @property
+    def MAX_REQUESTS_PER_SECOND(self) -> float | None:
+        value = _get("MAX_REQUESTS_PER_SECOND")
+        return float(value) if value else None
+
+    @property
+    def POLL_WINDOW(self) -> float:
+        return _seconds("POLL_WINDOW")
+
+    @property
+    def SCHEDULE_NAME(self) -> str:
+        return str(_get("SCHEDULE_NAME"))
+
+    @property
+    def AUTO_SCHEDULE(self) -> bool:
+        return bool(_get("AUTO_SCHEDULE"))
+
+    @property
+    def CALLBACK_BASE_URL(self) -> str | None:
+        value = _get("CALLBACK_BASE_URL")
+        return str(value).rstrip("/") if value else None
+
+    @property
+    def PRUNE_AFTER_DAYS(self) -> int | None:
+        value = _get("PRUNE_AFTER_DAYS")
+        return int(value) if value is not None else None
+
+    @property
+    def DOWNLOAD_RESULTS(self) -> bool:
+        return bool(_get("DOWNLOAD_RESULTS"))
+
+    @property
+    def STORAGE(self) -> str:
+        return str(_get("STORAGE"))
+
+    @property
+    def MAX_DOWNLOAD_BYTES(self) -> int:
+        return int(_get("MAX_DOWNLOAD_BYTES"))
+
+    @property
+    def ALLOWED_DOWNLOAD_HOSTS(self) -> list[str] | None:
+        value = _get("ALLOWED_DOWNLOAD_HOSTS")
+        return list(value) if value is not None else None
+
+
+conf = RunwayFeedSettings()

@@ -1,0 +1,73 @@
+"""One error tree for the whole app, rooted at :class:`RunwayFeedError`.
+
+Each class also inherits the builtin a caller would naturally catch (``ValueError`` for bad
+data, ``ConnectionError`` for transport trouble, ``PermissionError`` for a refused key), so code
+that does not know this library still handles its errors sensibly.
+"""
+
+from __future__ import annotations
+
+
+class RunwayFeedError(Exception):
+    """Base class of every error raised by django-runway-feed."""
+
+
+class ConfigurationError(RunwayFeedError, ValueError):
+    """The RUNWAY_FEED settings (or the API's answer to them) cannot work."""
+
+
+class APIError(RunwayFeedError):
+    """CometAPI answered, or failed to answer, in a way that stops this call.
+
+    ``status_code`` is the HTTP status when there was a response, ``code`` the provider's error
+    code when the body named one, ``body`` a truncated copy of the response kept for inspection.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str = "",
+        body: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.body = body
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AuthenticationError(APIError, PermissionError):
+    """HTTP 401: the API key is missing or invalid. Retrying will not help."""
+
+
+class ForbiddenError(APIError, PermissionError):
+    """HTTP 403: the key is blocked or out of quota (``insufficient_user_quota``)."""
+
+
+class TransientAPIError(APIError, ConnectionError):
+    """A failure worth retrying later: 5xx, 524, a timeout or a broken connection."""
+
+
+class RateLimitedError(TransientAPIError):
+    """HTTP 429. ``retry_after`` is the delay in seconds the server asked for, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class RequestRejectedError(APIError, ValueError):
+    """The API refused the request itself (HTTP 400, or a create answered with a non-200 code)."""
+
+
+class TaskNotVisibleError(APIError, LookupError):
+    """``task_not_exist``: the task id is unknown to the feed, possibly only for now."""
+
+
+class InvalidResponseError(APIError, ValueError):
+    """The response cannot be understood: not JSON, HTML, a redirect, the wrong shape, too big."""

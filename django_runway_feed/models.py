@@ -1,0 +1,265 @@
+"""Runway tasks, their history, and the poller's shared state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
+
+if TYPE_CHECKING:
+    from .client import CometAPIClient
+
+# Tasks the poller asks the feed about: accepted by the provider and not finished.
+POLLABLE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+
+class Route(models.TextChoices):
+    GENERATE = "generate", _("Generate (text/image to video)")
+    VIDEO_TO_VIDEO = "video2video", _("Video to video")
+    ACT_ONE = "act_one", _("Act-One")
+    TRACKED = "tracked", _("Tracked (created elsewhere)")
+
+
+class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
+    def unfinished(self) -> RunwayTaskQuerySet:
+        return self.filter(status__in=UNFINISHED_STATUSES)
+
+    def finished(self) -> RunwayTaskQuerySet:
+        return self.filter(status__in=TERMINAL_STATUSES)
+
+    def pollable(self) -> RunwayTaskQuerySet:
+        # Same condition as the partial index ``runway_task_due_idx``, so PostgreSQL uses it.
+        return self.filter(status__in=POLLABLE_STATUSES)
+
+    def unleased(self, now: dt.datetime) -> RunwayTaskQuerySet:
+        return self.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+
+    def due(self, now: dt.datetime | None = None) -> RunwayTaskQuerySet:
+        """Unfinished tasks whose next poll time has come and that no live lease protects."""
+        now = now or timezone.now()
+        return self.pollable().filter(next_poll_at__lte=now).unleased(now)
+
+    def for_object(self, obj: models.Model) -> RunwayTaskQuerySet:
+        """Tasks attached to one of the host site's objects through the generic relation."""
+        return self.filter(
+            content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+        )
+
+
+_RunwayTaskManagerBase = models.Manager.from_queryset(RunwayTaskQuerySet)
+
+
+class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
+    """``RunwayTask.objects``: the queryset vocabulary plus the ways to create tasks."""
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        image: str | None = None,
+        model: str = "gen4",
+        ratio: str = "1280:720",
+        seconds: int = 5,
+        content_object: models.Model | None = None,
+        metadata: dict[str, Any] | None = None,
+        client: CometAPIClient | None = None,
+    ) -> RunwayTask:
+        """Create a text-to-video task (image-to-video when ``image`` is given).
+
+        The row is saved as ``submitting`` before the POST. On success it is ``queued`` with the
+        provider's ``task_id``; a refused create leaves it ``failed`` with code ``rejected``.
+        """
+        from .services import submit_task
+
+        payload: dict[str, Any] = {
+            "prompt": prompt,
+            "model": model,
+            "ratio": ratio,
+            "options": {"seconds": seconds},
+        }
+        if image:
+            payload["image"] = image
+        return submit_task(
+            Route.GENERATE,
+            payload,
+            content_object=content_object,
+            metadata=metadata,
+            client=client,
+        )
+
+    def track(
+        self,
+        task_id: str,
+        *,
+        content_object: models.Model | None = None,
+        metadata: dict[str, Any] | None = None,
+        now: dt.datetime | None = None,
+    ) -> RunwayTask:
+        """Follow a task created elsewhere. Tracking a known id returns the existing row."""
+        from .services import track_task
+
+        return track_task(task_id, content_object=content_object, metadata=metadata, now=now)
+
+
+class RunwayTask(models.Model):
+    """One Runway task: the provider's view of it, our polling bookkeeping, and the host's link."""
+
+    task_id = models.CharField(_("task id"), max_length=128, unique=True, null=True, blank=True)
+    route = models.CharField(_("route"), max_length=16, choices=Route.choices)
+    action = models.CharField(_("action"), max_length=64, blank=True)
+
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.SUBMITTING
+    )
+    provider_status = models.CharField(_("provider status"), max_length=64, blank=True)
+    provider_inner_status = models.CharField(_("Runway status"), max_length=64, blank=True)
+    progress = models.PositiveSmallIntegerField(_("progress"), default=0)
+    result_url = models.URLField(_("result URL"), max_length=2048, blank=True)
+    outputs = models.JSONField(_("outputs"), default=list, blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=128, blank=True)
+    fail_reason = models.TextField(_("failure reason"), blank=True)
+
+    request = models.JSONField(_("request"), default=dict, blank=True)
+    prompt = models.TextField(_("prompt"), blank=True)
+    idempotency_key = models.CharField(
+        _("idempotency key"), max_length=255, unique=True, null=True, blank=True
+    )
+    callback_token = models.CharField(_("callback token"), max_length=64, blank=True)
+    last_response = models.JSONField(_("last response"), null=True, blank=True)
+
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    submitted_at = models.DateTimeField(_("submitted"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    last_polled_at = models.DateTimeField(_("last polled"), null=True, blank=True)
+    next_poll_at = models.DateTimeField(_("next poll"), null=True, blank=True)
+
+    poll_count = models.PositiveIntegerField(_("polls"), default=0)
+    error_count = models.PositiveIntegerField(_("consecutive errors"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    lease_owner = models.CharField(_("lease owner"), max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    object_id = models.CharField(_("object id"), max_length=255, blank=True)
+    content_object = GenericForeignKey("content_type", "object_id")
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+
+    output_file = models.FileField(
+        _("stored output"), upload_to="runway_feed/%Y/%m/", max_length=500, blank=True
+    )
+
+    objects: ClassVar[RunwayTaskManager] = RunwayTaskManager()
+
+    class Meta:
+        verbose_name = _("Runway task")
+        verbose_name_plural = _("Runway tasks")
+        ordering = ("-created_at",)
+        indexes = [
+            # The poller's due query: pollable rows ordered by next_poll_at.
+            models.Index(
+                fields=["next_poll_at"],
+                condition=Q(status__in=POLLABLE_STATUSES),
+                name="runway_task_due_idx",
+            ),
+            models.Index(fields=["status", "created_at"], name="runway_task_status_idx"),
+            models.Index(fields=["content_type", "object_id"], name="runway_task_object_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id or f'#{self.pk}'} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_given_up(self) -> bool:
+        return self.status == Status.FAILED and self.failure_code in (
+            FailureCode.TIMEOUT,
+            FailureCode.NOT_FOUND,
+        )
+
+    def refresh_from_feed(
+        self, *, client: CometAPIClient | None = None, now: dt.datetime | None = None
+    ) -> RunwayTask:
+        """Poll this task now, synchronously, apply the answer, and reload the row."""
+        from .services import poll_task_now
+
+        poll_task_now(self, client=client, now=now)
+        self.refresh_from_db()
+        return self
+
+
+class EventKind(models.TextChoices):
+    TRANSITION = "transition", _("Status change")
+    TRACKED = "tracked", _("Tracking started")
+    MANUAL_POLL = "manual_poll", _("Manual poll")
+    SUBMIT_ERROR = "submit_error", _("Submission outcome unknown")
+
+
+class TaskEvent(models.Model):
+    """Append-only history of a task, and the outbox its signals are delivered from."""
+
+    task = models.ForeignKey(RunwayTask, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(_("kind"), max_length=32, choices=EventKind.choices)
+    from_status = models.CharField(_("from"), max_length=16, blank=True)
+    to_status = models.CharField(_("to"), max_length=16, blank=True)
+    progress = models.PositiveSmallIntegerField(_("progress"), null=True, blank=True)
+    message = models.TextField(_("message"), blank=True)
+    payload = models.JSONField(_("payload"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    # Outbox bookkeeping: signals for this event are due until dispatched_at is set; the sweep
+    # only takes events whose redeliver_after has passed, so it never races the live send.
+    dispatched_at = models.DateTimeField(_("dispatched"), null=True, blank=True)
+    redeliver_after = models.DateTimeField(_("redeliver after"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("task event")
+        verbose_name_plural = _("task events")
+        ordering = ("created_at", "pk")
+        indexes = [
+            models.Index(
+                fields=["redeliver_after"],
+                condition=Q(dispatched_at__isnull=True),
+                name="runway_event_outbox_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == EventKind.TRANSITION:
+            return f"{self.from_status or '-'} -> {self.to_status}"
+        return str(self.get_kind_display())
+
+
+class PollerState(models.Model):
+    """One row shared by every worker: the last run (heartbeat) and the API pause."""
+
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_run = models.JSONField(default=dict, blank=True)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = _("poller state")
+        verbose_name_plural = _("poller state")
+
+    def __str__(self) -> str:
+        return "Runway feed poller"
+
+    @classmethod
+    def load(cls) -> PollerState:
+        state, _created = cls.objects.get_or_create(pk=1)
+        return state

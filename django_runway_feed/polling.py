@@ -1,0 +1,553 @@
+"""The poller: claim due tasks, ask the feed concurrently, apply the answers, reschedule.
+
+One :class:`Poller` lives for one run (a django-q2 job, a ``runway_poll`` invocation). A run is
+made of rounds; each round
+
+1. claims up to ``BATCH_SIZE`` due tasks under a lease with a fresh owner token, in one short
+   transaction (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, one conditional ``UPDATE``
+   elsewhere), so concurrent workers never take the same rows;
+2. asks the feed about them concurrently on one pooled session, outside any transaction;
+3. writes the answers: rows without a status change in one bulk ``UPDATE``, each transition in
+   its own small transaction together with its TaskEvent (the outbox), every write conditional
+   on the lease (and, for transitions, on the status read), so a late or concurrent answer never
+   overwrites newer state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from . import outbox
+from .client import CometAPIClient
+from .conf import conf
+from .exceptions import (
+    AuthenticationError,
+    ForbiddenError,
+    InvalidResponseError,
+    RateLimitedError,
+    RunwayFeedError,
+    TaskNotVisibleError,
+)
+from .feed import FeedSnapshot, parse_feed
+from .models import PollerState, RunwayTask
+from .statuses import TERMINAL_STATUSES, FailureCode, Status, is_forward
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+# A wrapper that says "success" before any output URL is visible is believed only after this
+# long: the URL usually follows within a poll or two (COMETAPI.md, "Status vocabularies").
+SUCCESS_WITHOUT_OUTPUT_GRACE = 30.0
+# 401/403 pause every worker this long (the site may fix the key or top up meanwhile).
+AUTH_PAUSE_SECONDS = 300.0
+# Upper bound for error backoff and for a server's Retry-After.
+MAX_BACKOFF_SECONDS = 600.0
+GROWTH = 1.5
+JITTER = 0.1
+LAST_ERROR_CHARS = 2000
+
+_unknown_statuses_logged: set[str] = set()
+
+
+@dataclass
+class PollSummary:
+    """What a round or a run did; returned by jobs and printed by commands."""
+
+    rounds: int = 0
+    claimed: int = 0
+    polled: int = 0
+    transitions: int = 0
+    errors: int = 0
+    paused: bool = False
+
+    def add(self, other: PollSummary) -> None:
+        self.rounds += other.rounds
+        self.claimed += other.claimed
+        self.polled += other.polled
+        self.transitions += other.transitions
+        self.errors += other.errors
+        self.paused = self.paused or other.paused
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """The writes one poll result asks for."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    new_status: Status | None = None
+    message: str = ""
+    error: bool = False
+    progressed: bool = False
+
+
+def _seconds_between(later: dt.datetime, earlier: dt.datetime | None) -> float | None:
+    return None if earlier is None else (later - earlier).total_seconds()
+
+
+def _jittered(delay: float, *, floor: float) -> float:
+    return max(floor, delay * random.uniform(1 - JITTER, 1 + JITTER))
+
+
+def next_poll_delay(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetime) -> float:
+    """Seconds until the next poll of a task that is still unfinished after ``snapshot``.
+
+    Snaps back to ``POLL_INTERVAL`` after a status change; while the task runs with a rising
+    progress, aims at its expected finish; otherwise grows geometrically toward
+    ``MAX_POLL_INTERVAL``. Never below ``POLL_INTERVAL``.
+    """
+    floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
+    since_last = _seconds_between(now, task.last_polled_at)
+    if since_last is None or snapshot.status not in (None, Status(task.status)):
+        delay = floor
+    elif (
+        snapshot.status == Status.RUNNING
+        and snapshot.progress is not None
+        and snapshot.progress > task.progress
+        and since_last > 0
+    ):
+        rate = (snapshot.progress - task.progress) / since_last
+        delay = (100 - snapshot.progress) / rate
+    else:
+        delay = since_last * GROWTH
+    return _jittered(min(max(delay, floor), ceiling), floor=floor)
+
+
+def error_backoff(error_count: int) -> float:
+    """Exponential backoff after ``error_count`` consecutive errors (jittered, capped)."""
+    delay = conf.POLL_INTERVAL * (2 ** min(error_count, 16))
+    return _jittered(min(delay, MAX_BACKOFF_SECONDS), floor=conf.POLL_INTERVAL)
+
+
+def _age(task: RunwayTask, now: dt.datetime) -> float:
+    return (now - (task.submitted_at or task.created_at)).total_seconds()
+
+
+def _timed_out(task: RunwayTask, now: dt.datetime) -> bool:
+    return _age(task, now) > conf.TASK_TIMEOUT
+
+
+def _log_unknown(snapshot: FeedSnapshot) -> None:
+    for raw in snapshot.unknown_statuses:
+        if raw not in _unknown_statuses_logged:
+            _unknown_statuses_logged.add(raw)
+            logger.warning(
+                "Unknown Runway status %r (task %s): kept raw, canonical status unchanged",
+                raw,
+                snapshot.task_id,
+            )
+
+
+def plan_snapshot(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetime) -> Plan:
+    """Turn one feed answer into the writes it implies for ``task`` (no I/O)."""
+    _log_unknown(snapshot)
+    plan = Plan()
+    fields = plan.fields
+    fields.update(
+        last_polled_at=now,
+        last_response=snapshot.raw,
+        provider_status=snapshot.provider_status or task.provider_status,
+        provider_inner_status=snapshot.provider_inner_status or task.provider_inner_status,
+        action=snapshot.action or task.action,
+        last_error="",
+    )
+    for name in ("submitted_at", "started_at", "finished_at"):
+        value = getattr(snapshot, name)
+        if value is not None:
+            fields[name] = value
+    if snapshot.outputs:
+        fields["outputs"] = [output._asdict() for output in snapshot.outputs]
+        fields["result_url"] = snapshot.result_url
+    if snapshot.progress is not None and snapshot.progress > task.progress:
+        fields["progress"] = snapshot.progress
+        plan.progressed = True
+
+    target = snapshot.status
+    if target is not None and not is_forward(task.status, target):
+        target = None
+    if target == Status.SUCCEEDED and not snapshot.result_url:
+        # Believe success without an output only once it has lasted a little.
+        seen_at = snapshot.finished_at or task.finished_at or now
+        fields["finished_at"] = seen_at
+        if (now - seen_at).total_seconds() < SUCCESS_WITHOUT_OUTPUT_GRACE:
+            target = Status.RUNNING if is_forward(task.status, Status.RUNNING) else None
+            fields["next_poll_at"] = now + dt.timedelta(seconds=conf.POLL_INTERVAL)
+        else:
+            plan.message = "The provider reported success without an output URL."
+
+    if target is None and _timed_out(task, now):
+        return give_up(task, FailureCode.TIMEOUT, now=now, plan=plan)
+
+    if target is not None:
+        plan.new_status = target
+        if target == Status.RUNNING:
+            fields.setdefault("started_at", now)
+        if target in TERMINAL_STATUSES:
+            fields.setdefault("finished_at", now)
+            fields["next_poll_at"] = None
+            fields["progress"] = 100 if target == Status.SUCCEEDED else task.progress
+            if target != Status.SUCCEEDED:
+                fields["failure_code"] = snapshot.failure_code or FailureCode.PROVIDER
+                fields["fail_reason"] = snapshot.fail_reason
+                plan.message = snapshot.fail_reason or snapshot.failure_code
+    if "next_poll_at" not in fields:
+        delay = next_poll_delay(task, snapshot, now=now)
+        fields["next_poll_at"] = now + dt.timedelta(seconds=delay)
+    return plan
+
+
+def give_up(
+    task: RunwayTask, code: FailureCode, *, now: dt.datetime, plan: Plan | None = None
+) -> Plan:
+    """A local give-up: ``failed`` with ``code`` (``timeout`` or ``not_found``)."""
+    plan = plan or Plan()
+    reason = {
+        FailureCode.TIMEOUT: (
+            f"Gave up: still unfinished {conf.TASK_TIMEOUT:.0f} s after submission "
+            "(RUNWAY_FEED['TASK_TIMEOUT'])."
+        ),
+        FailureCode.NOT_FOUND: (
+            f"Gave up: CometAPI still answers task_not_exist {conf.NOT_FOUND_GRACE:.0f} s after "
+            "submission (RUNWAY_FEED['NOT_FOUND_GRACE'])."
+        ),
+    }.get(code, str(code.label))
+    plan.new_status = Status.FAILED
+    plan.message = reason
+    plan.fields.update(
+        failure_code=code,
+        fail_reason=reason,
+        finished_at=now,
+        next_poll_at=None,
+        last_polled_at=now,
+    )
+    return plan
+
+
+def plan_error(task: RunwayTask, error: Exception, *, now: dt.datetime) -> Plan:
+    """The writes a failed poll implies: keep the status, count the error, back off."""
+    if isinstance(error, TaskNotVisibleError):
+        if _age(task, now) > conf.NOT_FOUND_GRACE:
+            return give_up(task, FailureCode.NOT_FOUND, now=now)
+        # Fresh ids are invisible for a few seconds: this is expected, not an error.
+        return Plan(
+            fields={
+                "last_polled_at": now,
+                "last_error": "task_not_exist (not visible yet)",
+                "next_poll_at": now + dt.timedelta(seconds=conf.POLL_INTERVAL),
+            }
+        )
+    if _timed_out(task, now):
+        return give_up(task, FailureCode.TIMEOUT, now=now)
+    delay = error_backoff(task.error_count + 1)
+    if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        delay = max(delay, min(error.retry_after, MAX_BACKOFF_SECONDS))
+    message = f"{type(error).__name__}: {error}"
+    body = getattr(error, "body", "")
+    if body:
+        message = f"{message}\n{body}"
+    return Plan(
+        error=True,
+        fields={
+            "last_polled_at": now,
+            "last_error": message[:LAST_ERROR_CHARS],
+            "next_poll_at": now + dt.timedelta(seconds=delay),
+        },
+    )
+
+
+class Poller:
+    """Polls due tasks. Build one per run; :meth:`close` it (or use ``with``) when done."""
+
+    def __init__(
+        self,
+        *,
+        client: CometAPIClient | None = None,
+        clock: Clock | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.concurrency = concurrency or conf.CONCURRENCY
+        self._own_client = client is None
+        self.client = client or CometAPIClient(pool_size=self.concurrency)
+        self.clock: Clock = clock or timezone.now
+        self.worker_id = secrets.token_hex(6)
+        self._rounds = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="runway-feed"
+        )
+
+    def __enter__(self) -> Poller:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._own_client:
+            self.client.close()
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def _new_owner(self) -> str:
+        self._rounds += 1
+        return f"{self.worker_id}:{self._rounds}"
+
+    def claim(
+        self, owner: str, *, now: dt.datetime, limit: int, task_ids: Iterable[int] | None = None
+    ) -> list[RunwayTask]:
+        """Lease up to ``limit`` due tasks (or the given ones, if due or not) to ``owner``."""
+        expires = now + dt.timedelta(seconds=conf.LEASE_SECONDS)
+        candidates = RunwayTask.objects.pollable().unleased(now)
+        if task_ids is not None:
+            candidates = candidates.filter(pk__in=list(task_ids))
+        else:
+            candidates = candidates.filter(next_poll_at__lte=now)
+        candidates = candidates.order_by("next_poll_at")
+        try:
+            if connection.features.has_select_for_update_skip_locked:
+                with transaction.atomic():
+                    ids = list(
+                        candidates.select_for_update(skip_locked=True).values_list("pk", flat=True)[
+                            :limit
+                        ]
+                    )
+                    if ids:
+                        RunwayTask.objects.filter(pk__in=ids).update(
+                            lease_owner=owner, lease_expires_at=expires
+                        )
+            else:
+                # One UPDATE re-checking every condition: atomic where writes are serialised.
+                sub = candidates.values("pk")[:limit]
+                RunwayTask.objects.filter(pk__in=sub).pollable().unleased(now).update(
+                    lease_owner=owner, lease_expires_at=expires
+                )
+        except OperationalError as exc:
+            # SQLite's "database is locked" under several writers: an empty round, not a crash.
+            logger.warning("Could not claim tasks this round: %s", exc)
+            return []
+        return list(RunwayTask.objects.filter(lease_owner=owner).order_by("next_poll_at"))
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    def _fetch(self, task_id: str, deadline: float) -> FeedSnapshot | Exception:
+        if time.monotonic() > deadline:
+            return RunwayFeedError("lease expired before the request could be sent")
+        try:
+            snapshot = parse_feed(self.client.feed(task_id))
+            if snapshot.task_id != task_id:
+                raise InvalidResponseError(
+                    f"The feed answered about task {snapshot.task_id!r} instead of {task_id!r}"
+                )
+            return snapshot
+        except RunwayFeedError as exc:
+            return exc
+        except Exception as exc:  # a bug must cost one task one poll, never the whole run
+            logger.exception("Unexpected error while polling task %s", task_id)
+            return exc
+
+    def fetch(self, tasks: list[RunwayTask]) -> list[FeedSnapshot | Exception]:
+        # Leave a margin so answers arrive while the lease still protects the rows.
+        deadline = time.monotonic() + conf.LEASE_SECONDS * 0.8
+        return list(
+            self._executor.map(lambda task: self._fetch(str(task.task_id), deadline), tasks)
+        )
+
+    # -- applying ------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        owner: str,
+        tasks: list[RunwayTask],
+        results: list[FeedSnapshot | Exception],
+        *,
+        now: dt.datetime,
+    ) -> PollSummary:
+        summary = PollSummary(claimed=len(tasks))
+        quiet: list[tuple[RunwayTask, Plan]] = []
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, AuthenticationError | ForbiddenError):
+                self._pause(result, now=now)
+                summary.paused = True
+                continue
+            if isinstance(result, FeedSnapshot):
+                plan = plan_snapshot(task, result, now=now)
+                summary.polled += 1
+            else:
+                plan = plan_error(task, result, now=now)
+                summary.errors += int(plan.error)
+                if plan.error:
+                    logger.info("Polling task %s failed: %s", task.task_id, result)
+            if plan.new_status is None:
+                quiet.append((task, plan))
+            elif self._transition(owner, task, plan, payload=getattr(result, "raw", None)):
+                summary.transitions += 1
+        self._write_quiet(owner, quiet)
+        self._release(owner)
+        for task, plan in quiet:
+            if plan.progressed:
+                outbox.send_progress(task)
+        return summary
+
+    def _write_quiet(self, owner: str, rows: list[tuple[RunwayTask, Plan]]) -> None:
+        """One UPDATE per group for every row whose status did not change."""
+        for error in (False, True):
+            group = [(task, plan) for task, plan in rows if plan.error is error]
+            if not group:
+                continue
+            names = {"poll_count", "error_count", "lease_owner", "lease_expires_at"}
+            for _task, plan in group:
+                names.update(plan.fields)
+            for task, plan in group:
+                for name, value in plan.fields.items():
+                    setattr(task, name, value)
+                # The lease makes this worker the only writer, so plain values are safe.
+                task.poll_count += 1
+                task.error_count = task.error_count + 1 if error else 0
+                task.lease_owner, task.lease_expires_at = "", None
+            RunwayTask.objects.filter(lease_owner=owner).bulk_update(
+                [task for task, _plan in group], sorted(names)
+            )
+
+    def _transition(self, owner: str, task: RunwayTask, plan: Plan, *, payload: Any = None) -> bool:
+        """Apply one status change and write its event, atomically; False if it lost a race."""
+        previous = task.status
+        new_status = plan.new_status
+        assert new_status is not None
+        values = {
+            **plan.fields,
+            "status": new_status,
+            "poll_count": task.poll_count + 1,
+            "error_count": 0,
+            "lease_owner": "",
+            "lease_expires_at": None,
+        }
+        with transaction.atomic():
+            changed = RunwayTask.objects.filter(
+                pk=task.pk, status=previous, lease_owner=owner
+            ).update(**values)
+            if not changed:
+                logger.info("Task %s changed under us; dropping a stale answer", task.task_id)
+                return False
+            outbox.record_transition(
+                task,
+                previous=previous,
+                status=new_status,
+                progress=plan.fields.get("progress", task.progress),
+                message=plan.message,
+                payload=payload,
+                now=plan.fields.get("last_polled_at") or self.clock(),
+            )
+        logger.info("Task %s: %s -> %s", task.task_id, previous, new_status)
+        return True
+
+    def _release(self, owner: str) -> None:
+        # Rows not written this round (a pause, a lost race) become claimable again at once.
+        RunwayTask.objects.filter(lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+
+    def _pause(self, error: Exception, *, now: dt.datetime) -> None:
+        until = now + dt.timedelta(seconds=AUTH_PAUSE_SECONDS)
+        updated = (
+            PollerState.objects.filter(pk=1)
+            .exclude(paused_until__gte=until)
+            .update(paused_until=until, pause_reason=str(error)[:500])
+        )
+        if not updated:
+            PollerState.objects.get_or_create(
+                pk=1, defaults={"paused_until": until, "pause_reason": str(error)[:500]}
+            )
+        logger.error("CometAPI refused the key; polling paused until %s: %s", until, error)
+
+    # -- rounds and runs -----------------------------------------------------------------------
+
+    def paused_until(self, now: dt.datetime) -> dt.datetime | None:
+        until = (
+            PollerState.objects.filter(pk=1, paused_until__gt=now)
+            .values_list("paused_until", flat=True)
+            .first()
+        )
+        return until
+
+    def run_round(
+        self,
+        *,
+        limit: int | None = None,
+        task_ids: Iterable[int] | None = None,
+        ignore_pause: bool = False,
+    ) -> PollSummary:
+        """Claim, fetch and apply one batch. Returns what it did."""
+        now = self.clock()
+        if not ignore_pause and self.paused_until(now):
+            return PollSummary(rounds=1, paused=True)
+        owner = self._new_owner()
+        tasks = self.claim(owner, now=now, limit=limit or conf.BATCH_SIZE, task_ids=task_ids)
+        if not tasks:
+            return PollSummary(rounds=1)
+        results = self.fetch(tasks)
+        summary = self.apply(owner, tasks, results, now=self.clock())
+        summary.rounds = 1
+        return summary
+
+    def seconds_until_due(self, now: dt.datetime) -> float | None:
+        """Seconds until the earliest pollable task is due (0 if one is due), None if none."""
+        soonest = (
+            RunwayTask.objects.pollable()
+            .filter(next_poll_at__isnull=False)
+            .order_by("next_poll_at")
+            .values_list("next_poll_at", flat=True)
+            .first()
+        )
+        if soonest is None:
+            return None
+        return max(0.0, (soonest - now).total_seconds())
+
+    def run(
+        self,
+        *,
+        window: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        max_idle_sleep: float = 2.0,
+    ) -> PollSummary:
+        """Keep polling due tasks for ``window`` seconds (``POLL_WINDOW``), then return.
+
+        With ``window=0`` it runs rounds until nothing is due right now.
+        """
+        window = conf.POLL_WINDOW if window is None else window
+        ends = time.monotonic() + window
+        total = PollSummary()
+        outbox.sweep(now=self.clock())
+        while True:
+            summary = self.run_round()
+            total.add(summary)
+            remaining = ends - time.monotonic()
+            if remaining <= 0:
+                break
+            if summary.claimed:
+                continue
+            wait = None if summary.paused else self.seconds_until_due(self.clock())
+            wait = max_idle_sleep if wait is None else min(max(wait, 0.2), max_idle_sleep)
+            sleep(min(wait, remaining))
+        record_heartbeat(total, now=self.clock())
+        return total
+
+
+def record_heartbeat(summary: PollSummary, *, now: dt.datetime) -> None:
+    """Store how the last run went in the single PollerState row."""
+    values: dict[str, Any] = {"last_run_at": now, "last_run": summary.as_dict()}
+    if summary.polled or not summary.errors:
+        values["last_success_at"] = now
+    if not PollerState.objects.filter(pk=1).update(**values):
+        PollerState.objects.get_or_create(pk=1, defaults=values)

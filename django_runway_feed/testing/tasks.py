@@ -1,0 +1,331 @@
+"""Fake tasks: where a task is in its script at a given time, and the bodies it produces.
+
+Everything here is a pure function of a task and a time, so moving the server's clock moves
+every task, and the same payload comes back however often a task is polled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from .scripts import TaskScript
+
+TASK_NOT_EXIST_BODY: dict[str, Any] = {
+    "code": "task_not_exist",
+    "message": "task_not_exist",
+    "data": None,
+}
+
+INVISIBLE = "invisible"
+QUEUED = "queued"
+THROTTLED = "throttled"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+_PHASE_RANK = {
+    INVISIBLE: 0,
+    QUEUED: 1,
+    THROTTLED: 2,
+    RUNNING: 3,
+    SUCCEEDED: 4,
+    FAILED: 4,
+    CANCELLED: 4,
+}
+
+_INNER_STATUS = {
+    QUEUED: "PENDING",
+    THROTTLED: "THROTTLED",
+    RUNNING: "RUNNING",
+    SUCCEEDED: "SUCCEEDED",
+    FAILED: "FAILED",
+    CANCELLED: "CANCELLED",
+}
+_WRAPPER_STATUS = {
+    RUNNING: "IN_PROGRESS",
+    SUCCEEDED: "SUCCESS",
+    # The gateway has no cancelled status: a cancelled Runway task is a failed gateway task.
+    FAILED: "FAILURE",
+    CANCELLED: "FAILURE",
+}
+_LEGACY_STATUS = {
+    QUEUED: "0",
+    THROTTLED: "0",
+    RUNNING: "1",
+    FAILED: "2",
+    CANCELLED: "2",
+    SUCCEEDED: "3",
+}
+CANCELLED_MESSAGE = "The task was cancelled."
+COARSE_RUNNING_PERCENT = 30
+
+
+@dataclass(frozen=True)
+class FakeTask:
+    """One task held by the fake server."""
+
+    task_id: str
+    script: TaskScript
+    created_at: float
+    action: str
+    route: str = ""
+    prompt: str = ""
+    callback_url: str = ""
+
+    @property
+    def visible_at(self) -> float:
+        return self.created_at + self.script.invisible_for
+
+    @property
+    def throttled_at(self) -> float:
+        return self.visible_at + self.script.queued_for
+
+    @property
+    def running_at(self) -> float:
+        return self.throttled_at + self.script.throttled_for
+
+    @property
+    def finished_at(self) -> float:
+        if self.script.outcome == "never":
+            return math.inf
+        return self.running_at + self.script.run_for
+
+    def phase_at(self, now: float) -> str:
+        """``invisible``, ``queued``, ``throttled``, ``running`` or the outcome, at ``now``."""
+        if now < self.visible_at:
+            return INVISIBLE
+        if now < self.throttled_at:
+            return QUEUED
+        if now < self.running_at:
+            return THROTTLED
+        if now < self.finished_at:
+            return RUNNING
+        return self.script.outcome
+
+    def phase_started_at(self, phase: str) -> float:
+        return {
+            INVISIBLE: self.created_at,
+            QUEUED: self.visible_at,
+            THROTTLED: self.throttled_at,
+            RUNNING: self.running_at,
+        }.get(phase, self.finished_at)
+
+    def outputs_ready(self, now: float) -> bool:
+        return (
+            self.phase_at(now) == SUCCEEDED and now >= self.finished_at + self.script.output_delay
+        )
+
+    def output_urls(self, base_url: str) -> tuple[str, str, str]:
+        """The video, poster and last-frame URLs, served by the fake server itself."""
+        prefix = f"{base_url}/outputs/{self.task_id}"
+        return f"{prefix}.mp4", f"{prefix}-poster.png", f"{prefix}-last.png"
+
+    def run_fraction(self, now: float) -> float:
+        if self.script.progress_style == "coarse":
+            return COARSE_RUNNING_PERCENT / 100
+        if self.script.run_for == 0 or math.isinf(self.script.run_for):
+            return 0.0
+        fraction = (now - self.running_at) / self.script.run_for
+        # A running task never reports 100%: that is only said once it has finished.
+        return max(0.0, min(0.99, fraction))
+
+    def progress_percent(self, now: float) -> int:
+        phase = self.phase_at(now)
+        if phase in TERMINAL_PHASES:
+            return 100
+        if phase != RUNNING:
+            return 0
+        # The epsilon keeps float error from turning 0.29 * 100 into 28.
+        return min(99, math.floor(self.run_fraction(now) * 100 + 1e-9))
+
+
+def feed_payload(task: FakeTask, now: float, *, base_url: str) -> dict[str, Any]:
+    """The body ``POST /runway/feed`` answers for ``task`` at ``now``, in the script's shape."""
+    phase = task.phase_at(now)
+    if phase == INVISIBLE:
+        return dict(TASK_NOT_EXIST_BODY)
+    # The wrapper may trail the Runway object (COMETAPI.md: they can disagree); it never falls
+    # back to invisible once the task can be seen.
+    wrapper_time = now - task.script.wrapper_lag
+    if task.phase_at(wrapper_time) == INVISIBLE:
+        wrapper_time = task.visible_at
+    if task.script.shape == "legacy":
+        return {
+            "code": "success",
+            "message": "",
+            "data": _legacy_data(task, now, wrapper_time, base_url),
+        }
+    data = _gateway_data(task, now, wrapper_time, base_url)
+    if task.script.shape == "bare":
+        return data
+    return {"code": "success", "message": "", "data": data}
+
+
+def legacy_record(task: FakeTask, now: float, *, base_url: str) -> dict[str, Any]:
+    """The legacy record (older pages and the callback body): digit status, ``video_url`` ..."""
+    phase = task.phase_at(now)
+    video = poster = last_frame = None
+    if task.outputs_ready(now):
+        video, poster, last_frame = task.output_urls(base_url)
+    message = None
+    if phase == FAILED:
+        message = task.script.failure
+    elif phase == CANCELLED:
+        message = CANCELLED_MESSAGE
+    return {
+        "task_id": task.task_id,
+        "status": _LEGACY_STATUS.get(phase, "0"),
+        "prompt": task.prompt,
+        "prompt_en": task.prompt,
+        "video_url": video,
+        "poster": poster,
+        "last_frame": last_frame,
+        "msg": message,
+        "point": "320",
+        "refund": "1" if phase in (FAILED, CANCELLED) else "0",
+        "create_time": str(int(task.created_at)),
+        "update_time": str(int(task.phase_started_at(phase))),
+    }
+
+
+def _wrapper_fields(task: FakeTask, wrapper_time: float) -> dict[str, Any]:
+    phase = task.phase_at(wrapper_time)
+    rank = _PHASE_RANK[phase]
+    return {
+        "task_id": task.task_id,
+        "action": task.action,
+        "status": _WRAPPER_STATUS.get(phase, task.script.queued_wrapper_status),
+        "fail_reason": task.script.failure if phase == FAILED else "",
+        "submit_time": int(task.created_at),
+        "start_time": int(task.running_at) if rank >= _PHASE_RANK[RUNNING] else 0,
+        "finish_time": int(task.finished_at) if phase in TERMINAL_PHASES else 0,
+        "progress": f"{task.progress_percent(wrapper_time)}%",
+    }
+
+
+def _gateway_data(task: FakeTask, now: float, wrapper_time: float, base_url: str) -> dict[str, Any]:
+    data = _wrapper_fields(task, wrapper_time)
+    location = task.script.output_location
+    wrapper_has_output = task.phase_at(wrapper_time) == SUCCEEDED and task.outputs_ready(now)
+    video = task.output_urls(base_url)[0]
+    if wrapper_has_output and location == "fail_reason":
+        data["fail_reason"] = video
+    # Key order follows the documented example, with result_url where the English page lists it.
+    ordered: dict[str, Any] = {}
+    for key, value in data.items():
+        ordered[key] = value
+        if key == "fail_reason" and wrapper_has_output and location == "result_url":
+            ordered["result_url"] = video
+    if wrapper_has_output and location == "video_url":
+        ordered["video_url"] = video
+    ordered["data"] = _runway_task(task, now, base_url)
+    return ordered
+
+
+def _runway_task(task: FakeTask, now: float, base_url: str) -> dict[str, Any]:
+    """Runway's own task object, as the gateway nests it in ``data.data``."""
+    phase = task.phase_at(now)
+    inner: dict[str, Any] = {
+        "id": task.task_id,
+        "status": _INNER_STATUS[phase],
+        "createdAt": _iso(task.created_at),
+    }
+    if phase == RUNNING:
+        inner["progress"] = round(task.run_fraction(now), 4)
+    elif phase == FAILED:
+        inner["failure"] = task.script.failure
+        inner["failureCode"] = task.script.failure_code
+    elif task.outputs_ready(now):
+        video, poster, last_frame = task.output_urls(base_url)
+        if task.script.output_location == "inner_output":
+            inner["output"] = [video]
+        elif task.script.output_location == "legacy_video_url":
+            inner.update(video_url=video, poster=poster, last_frame=last_frame)
+    return inner
+
+
+def _legacy_data(task: FakeTask, now: float, wrapper_time: float, base_url: str) -> dict[str, Any]:
+    data = _wrapper_fields(task, wrapper_time)
+    data["status"] = _LEGACY_STATUS[task.phase_at(wrapper_time)]
+    # Legacy rows carry the reason in the record's ``msg``, not in the wrapper.
+    data["fail_reason"] = ""
+    data["data"] = legacy_record(task, now, base_url=base_url)
+    return data
+
+
+def _iso(timestamp: float) -> str:
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# Output files -------------------------------------------------------------------------------
+
+VIDEO_CONTENT_TYPE = "video/mp4"
+IMAGE_CONTENT_TYPE = "image/png"
+_OUTPUT_SUFFIXES = (
+    ("-poster.png", IMAGE_CONTENT_TYPE),
+    ("-last.png", IMAGE_CONTENT_TYPE),
+    (".mp4", VIDEO_CONTENT_TYPE),
+)
+
+
+def parse_output_name(name: str) -> tuple[str, str, str] | None:
+    """``(task_id, suffix, content_type)`` for an output file name, or None."""
+    for suffix, content_type in _OUTPUT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix, content_type
+    return None
+
+
+def output_bytes(task_id: str, suffix: str) -> bytes:
+    """A few KB of deterministic bytes that look like the real file (MP4 boxes, a valid PNG)."""
+    seed = f"{task_id}{suffix}".encode()
+    if suffix.endswith(".png"):
+        return _png(seed)
+    return _mp4(seed)
+
+
+def _noise(seed: bytes, size: int) -> bytes:
+    blocks = (
+        hashlib.sha256(seed + index.to_bytes(4, "big")).digest() for index in range(size // 32 + 1)
+    )
+    return b"".join(blocks)[:size]
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def _mp4(seed: bytes) -> bytes:
+    # No moov box, so nothing can play it, but sniffers and size checks see an MP4.
+    file_type = _box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41")
+    return file_type + _box(b"free", b"") + _box(b"mdat", _noise(seed, 4096))
+
+
+def _png(seed: bytes) -> bytes:
+    width = height = 32
+    row_bytes = width * 3
+    pixels = _noise(seed, row_bytes * height)
+    raw = b"".join(
+        b"\x00" + pixels[row * row_bytes : (row + 1) * row_bytes] for row in range(height)
+    )
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        checksum = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", checksum)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )

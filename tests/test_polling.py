@@ -1,0 +1,339 @@
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from django_runway_feed import outbox, signals
+from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
+from django_runway_feed.polling import Poller
+from django_runway_feed.statuses import Status
+from django_runway_feed.testing import FakeClock, FakeCometAPI, Fault, TaskScript
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_until_finished(
+    poller: Poller, clock: FakeClock, *, step: float = 1.0, limit: float = 600.0
+) -> None:
+    waited = 0.0
+    while RunwayTask.objects.unfinished().exists() and waited < limit:
+        poller.run_round()
+        clock.advance(step)
+        waited += step
+
+
+def transitions(task: RunwayTask) -> list[tuple[str, str]]:
+    return list(
+        TaskEvent.objects.filter(task=task, kind=EventKind.TRANSITION)
+        .order_by("pk")
+        .values_list("from_status", "to_status")
+    )
+
+
+@pytest.fixture
+def poller(api: FakeCometAPI, now_of: Callable[[], dt.datetime]) -> Any:
+    with Poller(clock=now_of) as poller:
+        yield poller
+
+
+def track(api: FakeCometAPI, now_of: Callable[[], dt.datetime], script: TaskScript) -> RunwayTask:
+    task_id = api.add_task(script)
+    return RunwayTask.objects.track(task_id, now=now_of())
+
+
+def test_poll_success_reaches_succeeded_with_outputs(api, poller, clock, now_of, signal_log):
+    task = track(api, now_of, TaskScript(queued_for=2, run_for=10))
+
+    run_until_finished(poller, clock)
+
+    task.refresh_from_db()
+    assert task.status == Status.SUCCEEDED
+    assert task.progress == 100
+    assert task.result_url == f"{api.url}/outputs/{task.task_id}.mp4"
+    assert task.outputs[0] == {"kind": "video", "url": task.result_url}
+    assert transitions(task) == [("queued", "running"), ("running", "succeeded")]
+
+
+def test_poll_failure_keeps_provider_failure_code(api, poller, clock, now_of):
+    task = track(
+        api, now_of, TaskScript(run_for=3, outcome="failed", failure_code="SAFETY.INPUT.IMAGE")
+    )
+
+    run_until_finished(poller, clock)
+
+    task.refresh_from_db()
+    assert task.status == Status.FAILED
+    assert task.failure_code == "SAFETY.INPUT.IMAGE"
+    assert task.fail_reason == "The prompt was flagged by content moderation."
+    assert transitions(task)[-1][1] == "failed"
+
+
+def test_poll_signals_each_transition_once_in_order_after_commit(
+    api, poller, clock, now_of, signal_log
+):
+    task = track(api, now_of, TaskScript(run_for=5))
+
+    run_until_finished(poller, clock)
+
+    changed = signal_log.of("task_status_changed")
+    assert [(c["previous"], c["status"]) for c in changed] == [
+        ("queued", "running"),
+        ("running", "succeeded"),
+    ]
+    assert [c["event"].pk for c in changed] == list(
+        TaskEvent.objects.filter(task=task, kind=EventKind.TRANSITION)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert len(signal_log.of("task_succeeded")) == 1
+    assert signal_log.of("task_failed") == []
+    assert not any(atomic for _name, _kwargs, atomic in signal_log.calls)
+    assert TaskEvent.objects.filter(dispatched_at__isnull=True).count() == 0
+
+
+def test_poll_never_faster_than_poll_interval(api, poller, clock, now_of, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5}
+    tasks = [track(api, now_of, TaskScript(queued_for=5, run_for=60)) for _ in range(5)]
+
+    run_until_finished(poller, clock, step=0.5)
+
+    for task in tasks:
+        times = [call.at for call in api.feed_calls(task.task_id)]
+        assert len(times) >= 3
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert min(gaps) >= 5
+
+
+def test_poll_backs_off_while_nothing_changes(api, poller, clock, now_of, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5, "MAX_POLL_INTERVAL": 60}
+    task = track(api, now_of, TaskScript(queued_for=400, run_for=10))
+
+    for _ in range(300):
+        poller.run_round()
+        clock.advance(1)
+
+    times = [call.at for call in api.feed_calls(task.task_id)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert gaps[-1] > gaps[0] * 3
+    assert max(gaps) <= 60 * 1.1 + 1
+
+
+def test_poll_task_not_exist_within_grace_is_rechecked(api, poller, clock, now_of, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "NOT_FOUND_GRACE": 120}
+    task = track(api, now_of, TaskScript(invisible_for=20, run_for=5))
+
+    run_until_finished(poller, clock)
+
+    task.refresh_from_db()
+    assert task.status == Status.SUCCEEDED
+    assert task.error_count == 0
+    not_found_calls = [c for c in api.feed_calls(task.task_id) if c.status_code == 400]
+    assert 2 <= len(not_found_calls) <= 5
+
+
+def test_poll_task_not_exist_beyond_grace_fails_not_found(api, poller, clock, now_of, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "NOT_FOUND_GRACE": 30}
+    task = track(api, now_of, TaskScript(invisible_for=10_000))
+
+    run_until_finished(poller, clock)
+
+    task.refresh_from_db()
+    assert task.status == Status.FAILED
+    assert task.failure_code == "not_found"
+    assert "NOT_FOUND_GRACE" in task.fail_reason
+    assert transitions(task) == [("queued", "failed")]
+
+
+def test_poll_gives_up_at_task_timeout_once(api, poller, clock, now_of, settings, signal_log):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "TASK_TIMEOUT": 300}
+    task = track(api, now_of, TaskScript(outcome="never"))
+
+    run_until_finished(poller, clock, step=5)
+    poller.run_round()
+
+    task.refresh_from_db()
+    assert task.status == Status.FAILED
+    assert task.failure_code == "timeout"
+    assert len(signal_log.of("task_failed")) == 1
+
+
+def test_poll_terminal_task_is_never_polled_again(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(run_for=3))
+    run_until_finished(poller, clock)
+    calls = api.call_count(task.task_id)
+
+    for _ in range(30):
+        clock.advance(10)
+        poller.run_round()
+
+    assert api.call_count(task.task_id) == calls
+
+
+def test_poll_server_error_counts_error_and_keeps_status(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=100))
+    api.inject(Fault.server_error(503), times=1, task_id=task.task_id)
+
+    poller.run_round()
+
+    task.refresh_from_db()
+    assert task.status == Status.QUEUED
+    assert task.error_count == 1
+    assert "HTTP 503" in task.last_error
+    assert task.next_poll_at > now_of() + dt.timedelta(seconds=5)
+
+
+def test_poll_garbage_body_is_kept_and_task_unchanged(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=100))
+    api.inject(Fault(kind="body", body="<html>oops</html>"), times=1, task_id=task.task_id)
+
+    summary = poller.run_round()
+
+    task.refresh_from_db()
+    assert summary.errors == 1
+    assert task.status == Status.QUEUED
+    assert "<html>oops</html>" in task.last_error
+
+
+def test_poll_rate_limit_honours_retry_after(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=1000))
+    api.inject(Fault.rate_limited(retry_after="90"), times=1, task_id=task.task_id)
+
+    poller.run_round()
+
+    task.refresh_from_db()
+    assert task.next_poll_at >= now_of() + dt.timedelta(seconds=90)
+
+
+def test_poll_unauthorized_pauses_without_failing_tasks(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=1000))
+    api.inject(Fault.unauthorized(), times=1)
+
+    first = poller.run_round()
+    clock.advance(60)
+    second = poller.run_round()
+
+    task.refresh_from_db()
+    assert first.paused
+    assert second.paused
+    assert task.status == Status.QUEUED
+    assert task.error_count == 0
+    assert api.call_count(task.task_id) == 1
+    assert PollerState.objects.get(pk=1).paused_until > now_of()
+
+
+def test_poll_stale_answer_does_not_overwrite_newer_status(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=0, run_for=100))
+    owner = "someone:1"
+    claimed = poller.claim(owner, now=now_of(), limit=10)
+    results = poller.fetch(claimed)
+    # An operator (or another worker after our lease expired) finished it meanwhile.
+    RunwayTask.objects.filter(pk=task.pk).update(status=Status.CANCELLED)
+
+    summary = poller.apply(owner, claimed, results, now=now_of())
+
+    task.refresh_from_db()
+    assert summary.transitions == 0
+    assert task.status == Status.CANCELLED
+    assert transitions(task) == []
+
+
+def test_claim_skips_leased_tasks(api, poller, clock, now_of):
+    track(api, now_of, TaskScript())
+    first = poller.claim("a:1", now=now_of(), limit=10)
+    second = poller.claim("b:1", now=now_of(), limit=10)
+
+    assert len(first) == 1
+    assert second == []
+
+
+def test_claim_takes_expired_lease(api, poller, clock, now_of, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "LEASE_SECONDS": 120}
+    track(api, now_of, TaskScript())
+    poller.claim("a:1", now=now_of(), limit=10)
+
+    later = now_of() + dt.timedelta(seconds=121)
+    assert len(poller.claim("b:1", now=later, limit=10)) == 1
+
+
+def test_refresh_from_feed_polls_now(api, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=0, run_for=100))
+    clock.advance(50)
+
+    task.refresh_from_feed(now=now_of())
+
+    assert task.status == Status.RUNNING
+    assert 45 <= task.progress <= 55
+    assert api.call_count(task.task_id) == 1
+
+
+def test_failing_receiver_is_logged_and_others_still_run(
+    api, poller, clock, now_of, signal_log, caplog
+):
+    def broken(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.task_status_changed.connect(broken, weak=False)
+    try:
+        with caplog.at_level(logging.ERROR, logger="django_runway_feed"):
+            task = track(api, now_of, TaskScript(run_for=2))
+            run_until_finished(poller, clock)
+    finally:
+        signals.task_status_changed.disconnect(broken)
+
+    task.refresh_from_db()
+    assert task.status == Status.SUCCEEDED
+    assert len(signal_log.of("task_succeeded")) == 1
+    errors = [r for r in caplog.records if "raised" in r.getMessage()]
+    assert errors
+    assert errors[0].exc_info[1].args == ("receiver bug",)
+
+
+def test_outbox_sweep_resends_undispatched_event_once(api, now_of, signal_log):
+    task = track(api, now_of, TaskScript())
+    now = now_of()
+    event = TaskEvent.objects.create(
+        task=task,
+        kind=EventKind.TRANSITION,
+        from_status="queued",
+        to_status="running",
+        created_at=now - dt.timedelta(minutes=10),
+        redeliver_after=now - dt.timedelta(minutes=8),
+    )
+
+    assert outbox.sweep(now=now) == 1
+    assert outbox.sweep(now=now + dt.timedelta(hours=1)) == 0
+    assert [c["event"].pk for c in signal_log.of("task_status_changed")] == [event.pk]
+
+
+def test_outbox_sweep_leaves_young_events(api, now_of, signal_log):
+    task = track(api, now_of, TaskScript())
+    now = now_of()
+    TaskEvent.objects.create(
+        task=task,
+        kind=EventKind.TRANSITION,
+        from_status="queued",
+        to_status="running",
+        created_at=now,
+        redeliver_after=now + dt.timedelta(seconds=120),
+    )
+
+    assert outbox.sweep(now=now) == 0
+    assert signal_log.of("task_status_changed") == []
+
+
+def test_progress_signal_reports_rising_progress(api, poller, clock, now_of, signal_log):
+    track(api, now_of, TaskScript(queued_for=0, run_for=100))
+
+    for _ in range(60):
+        poller.run_round()
+        clock.advance(2)
+
+    progress = [c["progress"] for c in signal_log.of("task_progressed")]
+    assert len(progress) >= 2
+    assert progress == sorted(progress)
+    assert progress[-1] > progress[0]
