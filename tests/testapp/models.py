@@ -22,3 +22,6 @@ class SignalRecord(models.Model):
     status = models.CharField(max_length=16, blank=True)
     in_atomic_block = models.BooleanField()
     pid = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.signal} task={self.task_pk} event={self.event_pk}"
