@@ -146,6 +146,7 @@ class RunwayTask(models.Model):
     poll_count = models.PositiveIntegerField(_("polls"), default=0)
     error_count = models.PositiveIntegerField(_("consecutive errors"), default=0)
     last_error = models.TextField(_("last error"), blank=True)
+    stale_at = models.DateTimeField(_("marked stale"), null=True, blank=True)
     lease_owner = models.CharField(_("lease owner"), max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
 

@@ -17,7 +17,13 @@ from django.utils import timezone
 from . import outbox
 from .client import CometAPIClient
 from .conf import conf
-from .exceptions import RequestRejectedError, RunwayFeedError
+from .exceptions import (
+    AuthenticationError,
+    ForbiddenError,
+    RateLimitedError,
+    RequestRejectedError,
+    RunwayFeedError,
+)
 from .models import EventKind, RunwayTask
 from .polling import Clock, Poller, PollSummary
 from .statuses import FailureCode, Status
@@ -27,6 +33,9 @@ logger = logging.getLogger(__name__)
 # Sent when the site has no public callback URL: the routes require one, and a reserved
 # ``.invalid`` host guarantees nothing reaches a third party (RFC 2606).
 INVALID_CALLBACK_BASE = "https://callback.invalid/runway-feed"
+# Answers that prove the create was refused (so nothing was billed). Anything else that goes
+# wrong after the request left leaves the outcome unknown.
+REFUSED = (RequestRejectedError, AuthenticationError, ForbiddenError, RateLimitedError)
 
 
 def callback_url(token: str) -> str:
@@ -56,11 +65,21 @@ def submit_task(
 
     The row is saved as ``submitting`` before the POST, so a crash mid-call leaves a trace.
     Accepted: ``queued`` with the provider's id, first poll scheduled, ``task_submitted`` sent
-    after commit. Refused: ``failed`` with code ``rejected``. Outcome unknown (timeout, 5xx):
+    after commit. Refused (4xx, or a non-200 body code): ``failed`` with code ``rejected``.
+    Outcome unknown (timeout, 5xx, an answer that cannot be read):
     the row stays ``submitting`` with ``last_error`` set and is never re-sent automatically,
     since the provider may have created (and billed) the task.
     """
-    client = client or CometAPIClient()
+    if client is None:
+        with CometAPIClient(pool_size=1) as own_client:
+            return submit_task(
+                route,
+                payload,
+                content_object=content_object,
+                metadata=metadata,
+                client=own_client,
+                now=now,
+            )
     token = secrets.token_urlsafe(32)
     body = {**payload, "callback_url": callback_url(token)}
     task = RunwayTask.objects.create(
@@ -74,7 +93,7 @@ def submit_task(
     )
     try:
         task_id = client.create(route, body)
-    except RequestRejectedError as exc:
+    except REFUSED as exc:
         _finish_submission(
             task,
             Status.FAILED,
