@@ -45,12 +45,11 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     date_hierarchy = "created_at"
     show_full_result_count = False
     inlines = [TaskEventInline]
-    exclude = ("callback_token",)
 
     def get_readonly_fields(self, request: object, obj: RunwayTask | None = None) -> list[str]:
         # The poller owns every field but the host's own metadata.
         return [
             f.name
             for f in RunwayTask._meta.get_fields()
-            if getattr(f, "concrete", False) and f.name not in ("metadata", "callback_token")
+            if getattr(f, "concrete", False) and f.name != "metadata"
         ]

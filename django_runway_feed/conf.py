@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "AUTO_SCHEDULE": True,
     "CALLBACK_BASE_URL": None,
     "PRUNE_AFTER_DAYS": None,
+    # Operations: an unfinished task older than this is "stuck" (task_stale); no successful
+    # poll run for longer than this while tasks wait is a health error.
+    "STALE_AFTER": 30 * 60,
+    "HEARTBEAT_MAX_AGE": 5 * 60,
     "DOWNLOAD_RESULTS": False,
     "STORAGE": "default",
     "MAX_DOWNLOAD_BYTES": 500 * 1024 * 1024,
@@ -45,6 +49,8 @@ DURATION_KEYS = frozenset(
         "TASK_TIMEOUT",
         "LEASE_SECONDS",
         "POLL_WINDOW",
+        "STALE_AFTER",
+        "HEARTBEAT_MAX_AGE",
     }
 )
 
@@ -147,6 +153,14 @@ class RunwayFeedSettings:
     def PRUNE_AFTER_DAYS(self) -> int | None:
         value = _get("PRUNE_AFTER_DAYS")
         return int(value) if value is not None else None
+
+    @property
+    def STALE_AFTER(self) -> float:
+        return _seconds("STALE_AFTER")
+
+    @property
+    def HEARTBEAT_MAX_AGE(self) -> float:
+        return _seconds("HEARTBEAT_MAX_AGE")
 
     @property
     def DOWNLOAD_RESULTS(self) -> bool:

@@ -404,13 +404,13 @@ def _find_outputs(
 
     outputs: dict[str, Output] = {}
     for kind, value in candidates:
-        url = _clean_url(value)
+        url = clean_url(value)
         if url and url not in outputs:
             outputs[url] = Output(kind, url)
     return tuple(outputs.values())
 
 
-def _clean_url(value: Any) -> str:
+def clean_url(value: Any) -> str:
     """The URL if it is an absolute http(s) URL safe to store and show, else ""."""
     if not isinstance(value, str):
         return ""

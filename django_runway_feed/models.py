@@ -47,6 +47,27 @@ class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
         now = now or timezone.now()
         return self.pollable().filter(next_poll_at__lte=now).unleased(now)
 
+    def stuck(
+        self, now: dt.datetime | None = None, *, after: float | dt.timedelta | None = None
+    ) -> RunwayTaskQuerySet:
+        """Unfinished tasks submitted (or, never accepted, created) more than ``after`` ago.
+
+        ``after`` defaults to ``RUNWAY_FEED['STALE_AFTER']``. Measured from submission because
+        a task can go without a successful poll no longer than it has existed.
+        """
+        from .conf import conf
+
+        now = now or timezone.now()
+        if after is None:
+            after = conf.STALE_AFTER
+        if not isinstance(after, dt.timedelta):
+            after = dt.timedelta(seconds=after)
+        cutoff = now - after
+        # Two plain conditions rather than Coalesce(): the (status, created_at) index stays usable.
+        return self.unfinished().filter(
+            Q(submitted_at__lte=cutoff) | Q(submitted_at__isnull=True, created_at__lte=cutoff)
+        )
+
     def for_object(self, obj: models.Model) -> RunwayTaskQuerySet:
         """Tasks attached to one of the host site's objects through the generic relation."""
         return self.filter(
@@ -62,36 +83,109 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | None = None,
         *,
         image: str | None = None,
         model: str = "gen4",
         ratio: str = "1280:720",
+        style: str | None = None,
+        seconds: int = 5,
+        motion_vector: dict[str, float] | None = None,
+        end_image: str | None = None,
+        content_object: models.Model | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        client: CometAPIClient | None = None,
+        **unknown: Any,
+    ) -> RunwayTask:
+        """Create a text-to-video task, or image-to-video when ``image`` (a URL) is given.
+
+        Arguments are validated first (``ValidationError``, one message list per argument; no
+        row, no request). The row is saved as ``submitting`` before the POST; see
+        :func:`django_runway_feed.services.submit_task` for what each outcome leaves.
+        """
+        from . import validation
+        from .services import submit_task
+
+        body = validation.generate_body(
+            prompt=prompt,
+            image=image,
+            model=model,
+            ratio=ratio,
+            style=style,
+            seconds=seconds,
+            motion_vector=motion_vector,
+            end_image=end_image,
+            extra=unknown,
+        )
+        return submit_task(
+            Route.GENERATE,
+            body,
+            content_object=content_object,
+            metadata=metadata,
+            idempotency_key=validation.idempotency_key(idempotency_key),
+            client=client,
+        )
+
+    def video_to_video(
+        self,
+        video: str,
+        *,
+        prompt: str,
+        model: str = "gen4",
+        structure_transformation: float = 0.5,
+        flip: bool = False,
         seconds: int = 5,
         content_object: models.Model | None = None,
         metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
         client: CometAPIClient | None = None,
+        **unknown: Any,
     ) -> RunwayTask:
-        """Create a text-to-video task (image-to-video when ``image`` is given).
-
-        The row is saved as ``submitting`` before the POST. On success it is ``queued`` with the
-        provider's ``task_id``; a refused create leaves it ``failed`` with code ``rejected``.
-        """
+        """Restyle ``video`` (a URL) following ``prompt``. Validated like :meth:`generate`."""
+        from . import validation
         from .services import submit_task
 
-        payload: dict[str, Any] = {
-            "prompt": prompt,
-            "model": model,
-            "ratio": ratio,
-            "options": {"seconds": seconds},
-        }
-        if image:
-            payload["image"] = image
+        body = validation.video_to_video_body(
+            video=video,
+            prompt=prompt,
+            model=model,
+            structure_transformation=structure_transformation,
+            flip=flip,
+            seconds=seconds,
+            extra=unknown,
+        )
         return submit_task(
-            Route.GENERATE,
-            payload,
+            Route.VIDEO_TO_VIDEO,
+            body,
             content_object=content_object,
             metadata=metadata,
+            idempotency_key=validation.idempotency_key(idempotency_key),
+            client=client,
+        )
+
+    def act_one(
+        self,
+        video: str,
+        image: str,
+        *,
+        content_object: models.Model | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        client: CometAPIClient | None = None,
+        **unknown: Any,
+    ) -> RunwayTask:
+        """Move the performance in ``video`` onto the character in ``image`` (16:9 sources)."""
+        from . import validation
+        from .services import submit_task
+
+        body = validation.act_one_body(video=video, image=image, extra=unknown)
+        return submit_task(
+            Route.ACT_ONE,
+            body,
+            content_object=content_object,
+            metadata=metadata,
+            idempotency_key=validation.idempotency_key(idempotency_key),
             client=client,
         )
 
@@ -132,7 +226,6 @@ class RunwayTask(models.Model):
     idempotency_key = models.CharField(
         _("idempotency key"), max_length=255, unique=True, null=True, blank=True
     )
-    callback_token = models.CharField(_("callback token"), max_length=64, blank=True)
     last_response = models.JSONField(_("last response"), null=True, blank=True)
 
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)

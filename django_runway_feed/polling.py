@@ -307,14 +307,24 @@ class Poller:
         return f"{self.worker_id}:{self._rounds}"
 
     def claim(
-        self, owner: str, *, now: dt.datetime, limit: int, task_ids: Iterable[int] | None = None
+        self,
+        owner: str,
+        *,
+        now: dt.datetime,
+        limit: int,
+        task_ids: Iterable[int] | None = None,
+        due_only: bool = True,
     ) -> list[RunwayTask]:
-        """Lease up to ``limit`` due tasks (or the given ones, if due or not) to ``owner``."""
+        """Lease up to ``limit`` due tasks to ``owner``.
+
+        ``task_ids`` restricts the claim to those rows; ``due_only=False`` takes them even
+        before their next poll time (a manual poll), never from under another live lease.
+        """
         expires = now + dt.timedelta(seconds=conf.LEASE_SECONDS)
         candidates = RunwayTask.objects.pollable().unleased(now)
         if task_ids is not None:
             candidates = candidates.filter(pk__in=list(task_ids))
-        else:
+        if due_only:
             candidates = candidates.filter(next_poll_at__lte=now)
         candidates = candidates.order_by("next_poll_at")
         try:
@@ -486,6 +496,7 @@ class Poller:
         *,
         limit: int | None = None,
         task_ids: Iterable[int] | None = None,
+        due_only: bool = True,
         ignore_pause: bool = False,
     ) -> PollSummary:
         """Claim, fetch and apply one batch. Returns what it did."""
@@ -493,7 +504,13 @@ class Poller:
         if not ignore_pause and self.paused_until(now):
             return PollSummary(rounds=1, paused=True)
         owner = self._new_owner()
-        tasks = self.claim(owner, now=now, limit=limit or conf.BATCH_SIZE, task_ids=task_ids)
+        tasks = self.claim(
+            owner,
+            now=now,
+            limit=limit or conf.BATCH_SIZE,
+            task_ids=task_ids,
+            due_only=due_only,
+        )
         if not tasks:
             return PollSummary(rounds=1)
         results = self.fetch(tasks)

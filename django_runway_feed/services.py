@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from . import outbox
 from .client import CometAPIClient
 from .conf import conf
 from .exceptions import (
     AuthenticationError,
+    ConfigurationError,
     ForbiddenError,
     RateLimitedError,
     RequestRejectedError,
@@ -36,11 +40,28 @@ INVALID_CALLBACK_BASE = "https://callback.invalid/runway-feed"
 # Answers that prove the create was refused (so nothing was billed). Anything else that goes
 # wrong after the request left leaves the outcome unknown.
 REFUSED = (RequestRejectedError, AuthenticationError, ForbiddenError, RateLimitedError)
+CALLBACK_SALT = "django_runway_feed.callback"
 
 
-def callback_url(token: str) -> str:
-    base = conf.CALLBACK_BASE_URL or INVALID_CALLBACK_BASE
-    return f"{base}/callback/{token}/"
+def callback_signature(task_pk: int) -> str:
+    """The unguessable part of a task's callback URL, checkable without a database query."""
+    return salted_hmac(CALLBACK_SALT, str(task_pk), algorithm="sha256").hexdigest()[:40]
+
+
+def callback_url(task_pk: int) -> str:
+    """Where CometAPI should POST when the task finishes (a ``.invalid`` URL by default)."""
+    kwargs = {"pk": task_pk, "signature": callback_signature(task_pk)}
+    base = conf.CALLBACK_BASE_URL
+    if not base:
+        return f"{INVALID_CALLBACK_BASE}/callback/{kwargs['pk']}/{kwargs['signature']}/"
+    try:
+        path = reverse("django_runway_feed:callback", kwargs=kwargs)
+    except NoReverseMatch:
+        raise ConfigurationError(
+            "RUNWAY_FEED['CALLBACK_BASE_URL'] is set but the callback view is not routed: add "
+            "path('runway-feed/', include('django_runway_feed.urls')) to your URLconf."
+        ) from None
+    return base + path
 
 
 def _link(content_object: models.Model | None) -> dict[str, Any]:
@@ -58,18 +79,26 @@ def submit_task(
     *,
     content_object: models.Model | None = None,
     metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
     client: CometAPIClient | None = None,
     now: dt.datetime | None = None,
 ) -> RunwayTask:
-    """Create a task at CometAPI and return its row.
+    """Create a task at CometAPI and return its row. ``payload`` is already validated.
 
     The row is saved as ``submitting`` before the POST, so a crash mid-call leaves a trace.
     Accepted: ``queued`` with the provider's id, first poll scheduled, ``task_submitted`` sent
     after commit. Refused (4xx, or a non-200 body code): ``failed`` with code ``rejected``.
-    Outcome unknown (timeout, 5xx, an answer that cannot be read):
-    the row stays ``submitting`` with ``last_error`` set and is never re-sent automatically,
-    since the provider may have created (and billed) the task.
+    Outcome unknown (timeout, 5xx, an answer that cannot be read): the row stays
+    ``submitting`` with ``last_error`` set and a ``submit_error`` event, and is never re-sent
+    automatically, since the provider may have created (and billed) the task.
+
+    With an ``idempotency_key`` already used, the existing row is returned and nothing is sent;
+    the unique constraint makes this hold for concurrent calls too.
     """
+    if idempotency_key:
+        existing = RunwayTask.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
     if client is None:
         with CometAPIClient(pool_size=1) as own_client:
             return submit_task(
@@ -77,22 +106,28 @@ def submit_task(
                 payload,
                 content_object=content_object,
                 metadata=metadata,
+                idempotency_key=idempotency_key,
                 client=own_client,
                 now=now,
             )
-    token = secrets.token_urlsafe(32)
-    body = {**payload, "callback_url": callback_url(token)}
-    task = RunwayTask.objects.create(
-        route=route,
-        status=Status.SUBMITTING,
-        request={key: value for key, value in body.items() if key != "callback_url"},
-        prompt=str(payload.get("prompt") or ""),
-        callback_token=token,
-        metadata=metadata or {},
-        **_link(content_object),
-    )
+    callback_url(0)  # a routing mistake must surface before any row or request
     try:
-        task_id = client.create(route, body)
+        with transaction.atomic():
+            task = RunwayTask.objects.create(
+                route=route,
+                status=Status.SUBMITTING,
+                request=payload,
+                prompt=str(payload.get("prompt") or ""),
+                idempotency_key=idempotency_key,
+                metadata=metadata or {},
+                **_link(content_object),
+            )
+    except IntegrityError:
+        if idempotency_key:
+            return RunwayTask.objects.get(idempotency_key=idempotency_key)
+        raise
+    try:
+        task_id = client.create(route, {**payload, "callback_url": callback_url(task.pk)})
     except REFUSED as exc:
         _finish_submission(
             task,
@@ -171,12 +206,78 @@ def track_task(
 
 
 def poll_task_now(
-    task: RunwayTask, *, client: CometAPIClient | None = None, now: dt.datetime | None = None
+    task: RunwayTask,
+    *,
+    client: CometAPIClient | None = None,
+    now: dt.datetime | None = None,
+    due_only: bool = False,
 ) -> PollSummary:
-    """Poll one task immediately (ignoring its schedule, not its lease)."""
+    """Poll one task now: ignoring its schedule (unless ``due_only``), never its lease."""
     clock: Clock | None = (lambda: now) if now is not None else None
     with Poller(client=client, clock=clock, concurrency=1) as poller:
-        return poller.run_round(task_ids=[task.pk], ignore_pause=True)
+        return poller.run_round(task_ids=[task.pk], due_only=due_only, ignore_pause=not due_only)
+
+
+def request_prompt_poll(task_pk: int, *, now: dt.datetime | None = None) -> bool:
+    """A callback said the task may have changed: poll it soon, never faster than allowed.
+
+    The callback's body is not trusted; only the feed decides. Returns False when there is
+    nothing to poll (unknown, finished or not yet accepted task).
+    """
+    now = now or timezone.now()
+    task = RunwayTask.objects.pollable().filter(pk=task_pk).first()
+    if task is None:
+        return False
+    earliest = now
+    if task.last_polled_at:
+        earliest = max(now, task.last_polled_at + dt.timedelta(seconds=conf.POLL_INTERVAL))
+    RunwayTask.objects.pollable().filter(pk=task_pk, next_poll_at__gt=earliest).update(
+        next_poll_at=earliest
+    )
+    if earliest <= now:
+        _enqueue("django_runway_feed.jobs.poll_task", task_pk)
+    return True
+
+
+def _enqueue(func: str, *args: Any) -> None:
+    from django.conf import settings
+    from django_q.tasks import async_task
+
+    cluster = getattr(settings, "Q_CLUSTER", {})
+    sync = bool(cluster.get("sync")) if isinstance(cluster, dict) else False
+    async_task(func, *args, sync=sync)
+
+
+def follow_task(
+    task: RunwayTask,
+    *,
+    timeout: float | None = None,
+    on_change: Callable[[RunwayTask], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunwayTask:
+    """Poll ``task`` on its own schedule until it finishes (or ``timeout`` seconds pass).
+
+    For command lines and scripts without a cluster; with a cluster running too, the leases
+    keep the two from polling the task at the same moment. ``on_change`` gets the row each
+    time its status or progress moved.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen: tuple[str, int] | None = None
+    while True:
+        task.refresh_from_db()
+        if (task.status, task.progress) != seen:
+            seen = (task.status, task.progress)
+            if on_change:
+                on_change(task)
+        if task.is_finished or task.status == Status.SUBMITTING:
+            return task
+        if deadline is not None and time.monotonic() > deadline:
+            return task
+        now = timezone.now()
+        if task.next_poll_at is None or task.next_poll_at <= now:
+            poll_task_now(task, due_only=True)
+            continue
+        sleep(min(1.0, (task.next_poll_at - now).total_seconds()))
 
 
 def poll_due_tasks(

@@ -62,4 +62,5 @@ RUNWAY_FEED = {
     **json.loads(os.environ.get("RUNWAY_TEST_FEED_SETTINGS", "{}")),
 }
 
+STATIC_URL = "static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

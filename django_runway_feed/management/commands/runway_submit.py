@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_runway_feed.exceptions import RunwayFeedError
+from django_runway_feed.models import RunwayTask
+
+from ._follow import add_follow_arguments, report
+
+
+def _motion(value: str) -> dict[str, float]:
+    """``x=1,z=-2.5`` -> {"x": 1.0, "z": -2.5}."""
+    vector: dict[str, float] = {}
+    for part in value.split(","):
+        key, _sep, amount = part.partition("=")
+        try:
+            vector[key.strip()] = float(amount)
+        except ValueError:
+            raise CommandError(f"--motion-vector: {part!r} is not KEY=NUMBER") from None
+    return vector
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a Runway task through CometAPI: generate (text or image to video), video2video "
+        "or act_one. --wait follows it with a progress display; the command fails if the task "
+        "fails."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        routes = parser.add_subparsers(dest="route", required=True)
+
+        generate = routes.add_parser("generate", help="Text to video, or image to video.")
+        generate.add_argument("--prompt")
+        generate.add_argument("--image", help="URL of the first frame (image to video).")
+        generate.add_argument("--end-image", help="URL of the last frame.")
+        generate.add_argument("--model", default="gen4")
+        generate.add_argument("--ratio", default="1280:720")
+        generate.add_argument("--style")
+        generate.add_argument("--seconds", type=int, default=5)
+        generate.add_argument("--motion-vector", type=_motion, help="e.g. x=1,z=-2")
+
+        video2video = routes.add_parser("video2video", help="Restyle a video.")
+        video2video.add_argument("--video", required=True)
+        video2video.add_argument("--prompt", required=True)
+        video2video.add_argument("--model", default="gen4")
+        video2video.add_argument("--structure-transformation", type=float, default=0.5)
+        video2video.add_argument("--flip", action="store_true")
+        video2video.add_argument("--seconds", type=int, default=5)
+
+        act_one = routes.add_parser("act_one", help="Move a performance onto a character.")
+        act_one.add_argument("--video", required=True)
+        act_one.add_argument("--image", required=True)
+
+        for sub in (generate, video2video, act_one):
+            sub.add_argument("--idempotency-key")
+            sub.add_argument("--metadata", type=json.loads, help="JSON object stored on the row.")
+            add_follow_arguments(sub)
+
+    def handle(self, *, route: str, **options: Any) -> None:
+        common = {
+            "idempotency_key": options["idempotency_key"],
+            "metadata": options["metadata"],
+        }
+        try:
+            if route == "generate":
+                task = RunwayTask.objects.generate(
+                    options["prompt"],
+                    image=options["image"],
+                    end_image=options["end_image"],
+                    model=options["model"],
+                    ratio=options["ratio"],
+                    style=options["style"],
+                    seconds=options["seconds"],
+                    motion_vector=options["motion_vector"],
+                    **common,
+                )
+            elif route == "video2video":
+                task = RunwayTask.objects.video_to_video(
+                    options["video"],
+                    prompt=options["prompt"],
+                    model=options["model"],
+                    structure_transformation=options["structure_transformation"],
+                    flip=options["flip"],
+                    seconds=options["seconds"],
+                    **common,
+                )
+            else:
+                task = RunwayTask.objects.act_one(options["video"], options["image"], **common)
+        except ValidationError as exc:
+            messages = "; ".join(
+                f"{field}: {' '.join(errs)}" for field, errs in exc.message_dict.items()
+            )
+            raise CommandError(f"Invalid arguments: {messages}") from exc
+        except RunwayFeedError as exc:
+            raise CommandError(str(exc)) from exc
+        report(
+            self,
+            task,
+            wait=options["wait"],
+            timeout=options["timeout"],
+            as_json=options["json"],
+        )

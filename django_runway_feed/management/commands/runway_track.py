@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_runway_feed.models import RunwayTask
+
+from ._follow import add_follow_arguments, report
+
+
+class Command(BaseCommand):
+    help = "Follow a Runway task created elsewhere (idempotent); --wait shows its progress."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("task_id")
+        add_follow_arguments(parser)
+
+    def handle(
+        self, *, task_id: str, wait: bool, timeout: float | None, json: bool, **options: Any
+    ) -> None:
+        try:
+            task = RunwayTask.objects.track(task_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        report(self, task, wait=wait, timeout=timeout, as_json=json)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from django_runway_feed import services
+from django_runway_feed.models import RunwayTask
+from django_runway_feed.statuses import Status
+from django_runway_feed.testing import FakeCometAPI, TaskScript
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LEGACY_SUCCESS = {
+    "task_id": "whatever",
+    "status": "3",
+    "video_url": "https://evil.example/fake.mp4",
+}
+
+
+@pytest.fixture
+def sync_cluster(settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+
+
+def callback_path(task_pk: int, signature: str | None = None) -> str:
+    return reverse(
+        "django_runway_feed:callback",
+        kwargs={"pk": task_pk, "signature": signature or services.callback_signature(task_pk)},
+    )
+
+
+def test_callback_wrong_signature_is_404_without_database(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.post(
+            callback_path(1, "0" * 40), data=LEGACY_SUCCESS, content_type="application/json"
+        )
+
+    assert response.status_code == 404
+
+
+def test_callback_get_is_not_allowed(client):
+    assert client.get(callback_path(1)).status_code == 405
+
+
+def test_callback_body_too_large_is_413(client):
+    response = client.post(
+        callback_path(1), data="x" * (64 * 1024 + 1), content_type="application/json"
+    )
+
+    assert response.status_code == 413
+
+
+def test_callback_claiming_success_for_running_task_changes_nothing(
+    api, client, clock, sync_cluster
+):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+    clock.advance(30)
+
+    response = client.post(
+        callback_path(task.pk), data=LEGACY_SUCCESS, content_type="application/json"
+    )
+
+    task.refresh_from_db()
+    assert response.status_code == 202
+    assert api.call_count(task.task_id) == 1
+    assert task.status == Status.RUNNING
+    assert task.result_url == ""
+
+
+def test_callback_repeated_polls_once_per_interval(api, client, clock, sync_cluster):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+
+    for _ in range(5):
+        client.post(callback_path(task.pk), data="{}", content_type="application/json")
+
+    assert api.call_count(task.task_id) == 1
+
+
+def test_callback_for_finished_task_is_harmless(api, client, sync_cluster):
+    task = RunwayTask.objects.track(api.add_task(TaskScript()))
+    RunwayTask.objects.filter(pk=task.pk).update(status=Status.SUCCEEDED)
+
+    response = client.post(callback_path(task.pk), data="{}", content_type="application/json")
+
+    assert response.status_code == 200
+    assert json.loads(response.content) == {"ok": True, "poll": False}
+    assert api.call_count(task.task_id) == 0
+
+
+def test_callback_end_to_end_over_http(live_server, settings, sync_cluster, clock):
+    with FakeCometAPI(api_key="cb-key", clock=clock, callbacks=False) as server:
+        settings.RUNWAY_FEED = {
+            **settings.RUNWAY_FEED,
+            "API_KEY": "cb-key",
+            "BASE_URL": server.url,
+            "CALLBACK_BASE_URL": live_server.url,
+        }
+        server.script_next(TaskScript(queued_for=1, run_for=5))
+        task = RunwayTask.objects.generate("a cat")
+        clock.advance(10)
+
+        deliveries = server.deliver_callbacks()
+        outputs = f"{server.url}/outputs"
+
+    task.refresh_from_db()
+    assert [(d.task_id, d.status_code) for d in deliveries] == [(task.task_id, 202)]
+    assert deliveries[0].url.startswith(f"{live_server.url}/runway-feed/callback/{task.pk}/")
+    assert task.status == Status.SUCCEEDED
+    assert task.result_url == f"{outputs}/{task.task_id}.mp4"
