@@ -65,11 +65,14 @@ def _get(name: str) -> Any:
     return user_settings().get(name, DEFAULTS[name])
 
 
-def _seconds(name: str) -> float:
-    value = _get(name)
+def _as_seconds(value: Any) -> float:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     return float(value)
+
+
+def _seconds(name: str) -> float:
+    return _as_seconds(_get(name))
 
 
 class RunwayFeedSettings:
@@ -92,8 +95,8 @@ class RunwayFeedSettings:
     def REQUEST_TIMEOUT(self) -> float | tuple[float, float]:
         value = _get("REQUEST_TIMEOUT")
         if isinstance(value, list | tuple):
-            return (float(value[0]), float(value[1]))
-        return float(value)
+            return (_as_seconds(value[0]), _as_seconds(value[1]))
+        return _as_seconds(value)
 
     @property
     def MAX_RESPONSE_BYTES(self) -> int:

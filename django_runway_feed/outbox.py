@@ -94,7 +94,7 @@ def dispatch(event_pk: int) -> bool:
     task = event.task
     if event.kind == EventKind.TRANSITION:
         if event.from_status == Status.SUBMITTING and task.task_id:
-            send(signals.task_submitted, task=task)
+            send(signals.task_submitted, task=task, event=event)
         send(
             signals.task_status_changed,
             task=task,

@@ -275,7 +275,10 @@ def follow_task(
             return task
         now = timezone.now()
         if task.next_poll_at is None or task.next_poll_at <= now:
-            poll_task_now(task, due_only=True)
+            if poll_task_now(task, due_only=True).claimed:
+                continue
+            # Another worker holds the lease, or the API key is paused: look again shortly.
+            sleep(1.0)
             continue
         sleep(min(1.0, (task.next_poll_at - now).total_seconds()))
 
@@ -286,6 +289,14 @@ def poll_due_tasks(
     client: CometAPIClient | None = None,
     clock: Clock | None = None,
 ) -> PollSummary:
-    """Poll due tasks for ``window`` seconds (``POLL_WINDOW`` by default); return a summary."""
+    """Poll due tasks for ``window`` seconds (``POLL_WINDOW`` by default); return a summary.
+
+    Afterwards, once per run: mark newly stuck tasks (``task_stale``) and, when
+    ``PRUNE_AFTER_DAYS`` is set, prune one batch of old finished tasks.
+    """
+    from .health import run_maintenance
+
     with Poller(client=client, clock=clock) as poller:
-        return poller.run(window=window)
+        summary = poller.run(window=window)
+    run_maintenance(now=(clock or timezone.now)())
+    return summary

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# kwargs: task (RunwayTask, task_id set). The provider accepted a task this app created.
+# kwargs: task (RunwayTask, task_id set), event (the TaskEvent of the submitting -> queued
+# transition). The provider accepted a task this app created.
 task_submitted = Signal()
 
 # kwargs: task, previous (str, the old canonical status), status (str, the new one),

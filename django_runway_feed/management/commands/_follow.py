@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_runway_feed import services
+from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.models import RunwayTask
 from django_runway_feed.statuses import Status
 
@@ -46,7 +47,10 @@ def report(
             )
 
     if wait:
-        task = services.follow_task(task, timeout=timeout, on_change=show)
+        try:
+            task = services.follow_task(task, timeout=timeout, on_change=show)
+        except RunwayFeedError as exc:
+            raise CommandError(str(exc)) from exc
     else:
         show(task)
     if as_json:

@@ -46,10 +46,13 @@ class Command(BaseCommand):
             self.stdout.write("Stopped.")
 
     def _poll_one(self, ident: str) -> None:
-        lookup = {"pk": int(ident)} if ident.isdigit() else {"task_id": ident}
-        try:
-            task = RunwayTask.objects.get(**lookup)
-        except RunwayTask.DoesNotExist:
-            raise CommandError(f"No tracked task {ident!r}.") from None
-        task.refresh_from_feed()
-        self.stdout.write(f"{task.task_id}: {task.status} {task.progress}%")
+        # A provider id may be all digits too: it wins over a row id.
+        task = RunwayTask.objects.filter(task_id=ident).first()
+        if task is None and ident.isdigit():
+            task = RunwayTask.objects.filter(pk=int(ident)).first()
+        if task is None:
+            raise CommandError(f"No tracked task {ident!r}.")
+        polled = services.poll_task_now(task).claimed
+        task.refresh_from_db()
+        note = "" if polled else " (not polled: finished, not yet accepted, or being polled)"
+        self.stdout.write(f"{task.task_id}: {task.status} {task.progress}%{note}")
