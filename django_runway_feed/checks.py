@@ -50,7 +50,7 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCH_SIZE": (_is_positive_int, "a positive integer"),
     "CONCURRENCY": (_is_positive_int, "a positive integer"),
     "MAX_REQUESTS_PER_SECOND": (
-        lambda v: v is None or _is_duration(v),
+        lambda v: v is None or (_is_duration(v) and not isinstance(v, dt.timedelta)),
         "a positive number or None",
     ),
     "SCHEDULE_NAME": (lambda v: isinstance(v, str) and 0 < len(v) <= 100, "a short string"),
@@ -180,3 +180,28 @@ def _check_cluster() -> list[CheckMessage]:
             )
         )
     return messages
+
+
+# Operational health (django_runway_feed.health). The settings-only catch_up check runs with every
+# ``check``; the rest read the database or judge production setup, so they only run with
+# ``check --deploy`` (and ``runway_status --check``): plain ``check`` and ``migrate`` on a fresh
+# database never query tables that do not exist yet.
+HEALTH_TAG = "runway_feed_health"
+
+
+@register(Tags.compatibility)
+def check_cluster_catch_up(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    from .health import check_catch_up
+
+    return check_catch_up()
+
+
+@register(HEALTH_TAG, Tags.database, deploy=True)
+def check_polling_health(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    from .health import check_sqlite_workers, state_messages
+
+    return [*check_sqlite_workers(), *state_messages()]

@@ -1,34 +1,85 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
-from django.db.models import Count, Min
-from django.utils import timezone
+from django.core.checks import ERROR, WARNING
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_runway_feed.models import PollerState, RunwayTask
+from django_runway_feed.health import status_report
 from django_runway_feed.statuses import Status
+
+FAIL_LEVELS = {"ERROR": ERROR, "WARNING": WARNING}
 
 
 class Command(BaseCommand):
-    help = "Show Runway tasks per status, the oldest unfinished task, and the poller's health."
+    help = (
+        "Show Runway tasks per status, the oldest unfinished task, stuck tasks and the poller's "
+        "health. --json prints the same as a stable JSON document; --check exits non-zero when "
+        "a health check fails (for container health probes and monitors)."
+    )
 
-    def handle(self, **options: Any) -> None:
-        now = timezone.now()
-        counts = dict(RunwayTask.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help="Print JSON (see docs)."
+        )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="Exit with status 1 when a check at --fail-level or above fails.",
+        )
+        parser.add_argument(
+            "--fail-level",
+            choices=sorted(FAIL_LEVELS),
+            default="ERROR",
+            help="Lowest level that makes --check fail (default ERROR).",
+        )
+
+    def handle(self, *, as_json: bool, check: bool, fail_level: str, **options: Any) -> None:
+        report = status_report()
+        if as_json:
+            self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            self._write_text(report)
+        if check:
+            failing = [
+                problem["id"]
+                for problem in report["problems"]
+                if FAIL_LEVELS[problem["level"]] >= FAIL_LEVELS[fail_level]
+            ]
+            if failing:
+                raise CommandError(f"Unhealthy: {', '.join(failing)}.")
+
+    def _write_text(self, report: dict[str, Any]) -> None:
         for status in Status:
-            self.stdout.write(f"{status.label:<12} {counts.get(status.value, 0)}")
-        oldest = RunwayTask.objects.unfinished().aggregate(oldest=Min("created_at"))["oldest"]
-        if oldest:
-            self.stdout.write(f"Oldest unfinished task: {(now - oldest).total_seconds():.0f} s old")
-        state = PollerState.objects.filter(pk=1).first()
-        last = state.last_success_at if state else None
-        self.stdout.write(f"Last successful poll: {last.isoformat() if last else 'never'}")
-        if state and state.paused_until and state.paused_until > now:
+            self.stdout.write(f"{status.label:<12} {report['counts'][status.value]}")
+        oldest = report["oldest_unfinished_age_seconds"]
+        if oldest is not None:
+            self.stdout.write(f"Oldest unfinished task: {oldest:.0f} s old")
+        self.stdout.write(f"Stuck tasks: {report['stuck']}")
+        poller = report["poller"]
+        if poller["last_success_at"]:
+            self.stdout.write(
+                f"Last successful poll: {poller['last_success_at']} "
+                f"({poller['seconds_since_success']:.0f} s ago)"
+            )
+        else:
+            self.stdout.write("Last successful poll: never")
+        if poller["paused"]:
             self.stdout.write(
                 self.style.ERROR(
-                    f"Polling paused until {state.paused_until.isoformat()}: {state.pause_reason}"
+                    f"Polling paused until {poller['paused_until']}: {poller['pause_reason']}"
                 )
             )
         else:
             self.stdout.write("Polling: active")
+        problems = report["problems"]
+        if not problems:
+            self.stdout.write("Health: OK")
+            return
+        self.stdout.write(f"Health: {len(problems)} problem(s)")
+        for problem in problems:
+            style = self.style.ERROR if problem["level"] == "ERROR" else self.style.WARNING
+            self.stdout.write(style(f"{problem['id']}: {problem['message']}"))
+            if problem["hint"]:
+                self.stdout.write(f"    HINT: {problem['hint']}")

@@ -1,0 +1,369 @@
+"""Is polling healthy? The operational checks, stuck-task marking and the status report.
+
+Used by the system checks (``manage.py check --deploy``), by ``runway_status`` (text, ``--json``
+and ``--check``) and, for :func:`mark_stale_tasks`, by the scheduled job after each poll run.
+Everything that reads the clock takes ``now=`` so callers and tests control time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import ERROR, CheckMessage, Error, Warning
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from . import outbox, signals
+from .conf import conf
+from .models import EventKind, PollerState, RunwayTask, TaskEvent
+from .statuses import UNFINISHED_STATUSES, Status
+
+logger = logging.getLogger(__name__)
+
+ID = "django_runway_feed"
+# Bumped only if a key of the --json report changes meaning or disappears; new keys may be added.
+REPORT_VERSION = 1
+# Tasks marked stale per run: a backlog (a first deploy over old rows) drains over a few runs
+# instead of making one run send thousands of signals.
+STALE_BATCH = 500
+
+
+# -- configuration checks (no database) ----------------------------------------------------------
+
+
+def _cluster() -> dict[str, Any] | None:
+    cluster = getattr(settings, "Q_CLUSTER", None)
+    if not isinstance(cluster, dict) or cluster.get("sync"):
+        return None
+    return cluster
+
+
+def check_catch_up() -> list[CheckMessage]:
+    """W005: django-q2 replays every missed run after downtime when ``catch_up`` is on."""
+    cluster = _cluster()
+    # django-q2's own default for catch_up is True, so a missing key counts as on.
+    if cluster is None or not cluster.get("catch_up", True):
+        return []
+    return [
+        Warning(
+            "Q_CLUSTER['catch_up'] is on: after downtime django-q2 starts every missed "
+            "once-a-minute poll run at once.",
+            hint="Set Q_CLUSTER['catch_up'] = False; the next run polls everything that is due.",
+            id=f"{ID}.W005",
+        )
+    ]
+
+
+def check_sqlite_workers() -> list[CheckMessage]:
+    """W006: the ORM broker on SQLite with several workers works, but writers queue up."""
+    cluster = _cluster()
+    if cluster is None or "orm" not in cluster:
+        return []
+    alias = str(cluster["orm"])
+    engine = str(settings.DATABASES.get(alias, {}).get("ENGINE", ""))
+    workers = cluster.get("workers")
+    if workers is None:
+        import multiprocessing
+
+        workers = multiprocessing.cpu_count()  # django-q2's default
+    if "sqlite3" not in engine or not isinstance(workers, int) or workers <= 1:
+        return []
+    return [
+        Warning(
+            f"The django-q2 ORM broker runs on SQLite with {workers} workers: it works, but "
+            "concurrent writers wait for each other and may log 'database is locked'.",
+            hint="Use PostgreSQL (or the Redis broker) in production, or set "
+            "Q_CLUSTER['workers'] = 1.",
+            id=f"{ID}.W006",
+        )
+    ]
+
+
+# -- state checks (read the database) -------------------------------------------------------------
+
+
+def _tables_exist(using: str, *models: Any) -> bool:
+    tables = set(connections[using].introspection.table_names())
+    return all(model._meta.db_table in tables for model in models)
+
+
+def check_schedule(*, using: str = DEFAULT_DB_ALIAS) -> list[CheckMessage]:
+    """E007 missing, E008 wrong function or not repeating, W004 duplicated Schedule rows."""
+    if not apps.is_installed("django_q"):
+        return []
+    from django_q.models import Schedule
+
+    from .schedules import POLL_FUNC
+
+    if not _tables_exist(using, Schedule):
+        return []
+    name = conf.SCHEDULE_NAME
+    rows = list(
+        Schedule.objects.using(using).filter(name=name).order_by("pk").values("func", "repeats")
+    )
+    messages: list[CheckMessage] = []
+    if not rows:
+        # With AUTO_SCHEDULE off the site may poll another way (runway_poll --loop); the
+        # heartbeat check still catches a site where nothing polls.
+        if conf.AUTO_SCHEDULE:
+            messages.append(
+                Error(
+                    f"The django-q2 Schedule {name!r} is missing: nothing polls Runway tasks.",
+                    hint="Run manage.py runway_schedule (or manage.py migrate) to install it.",
+                    id=f"{ID}.E007",
+                )
+            )
+        return messages
+    if len(rows) > 1:
+        messages.append(
+            Warning(
+                f"There are {len(rows)} django-q2 Schedules named {name!r}: each starts a poll "
+                "run every minute.",
+                hint="Run manage.py runway_schedule, which keeps one and removes the others.",
+                id=f"{ID}.W004",
+            )
+        )
+    for row in rows:
+        if row["func"] != POLL_FUNC:
+            problem = f"calls {row['func']!r} instead of {POLL_FUNC!r}"
+        elif row["repeats"] == 0:
+            problem = "has no repeats left, so django-q2 no longer runs it"
+        else:
+            continue
+        messages.append(
+            Error(
+                f"The django-q2 Schedule {name!r} {problem}.",
+                hint="Run manage.py runway_schedule to rewrite it.",
+                id=f"{ID}.E008",
+            )
+        )
+        break
+    return messages
+
+
+def check_heartbeat(*, now: dt.datetime | None = None) -> list[CheckMessage]:
+    """E009: no successful poll run for HEARTBEAT_MAX_AGE while a task waits that long."""
+    now = now or timezone.now()
+    max_age = conf.HEARTBEAT_MAX_AGE
+    cutoff = now - dt.timedelta(seconds=max_age)
+    last = PollerState.objects.filter(pk=1).values_list("last_success_at", flat=True).first()
+    if last is not None and last >= cutoff:
+        return []
+    # Only a task that has been due for the whole threshold proves nothing polls; right after
+    # installation (no run yet) or on an idle site, an old heartbeat means nothing.
+    if not RunwayTask.objects.pollable().filter(next_poll_at__lte=cutoff).exists():
+        return []
+    if last is None:
+        msg = (
+            f"No poll run has succeeded yet, and tasks have been due for more than "
+            f"{max_age:.0f} s (RUNWAY_FEED['HEARTBEAT_MAX_AGE'])."
+        )
+    else:
+        msg = (
+            f"No successful poll run for {(now - last).total_seconds():.0f} s "
+            f"(RUNWAY_FEED['HEARTBEAT_MAX_AGE'] is {max_age:.0f} s) while tasks are due."
+        )
+    return [
+        Error(
+            msg,
+            hint="Start the django-q2 cluster (manage.py qcluster) and check that the Schedule "
+            "exists (manage.py runway_schedule), or run manage.py runway_poll --loop.",
+            id=f"{ID}.E009",
+        )
+    ]
+
+
+def check_pause(*, now: dt.datetime | None = None) -> list[CheckMessage]:
+    """E010: CometAPI refused the key (401/403) and every worker paused polling."""
+    now = now or timezone.now()
+    state = PollerState.objects.filter(pk=1, paused_until__gt=now).first()
+    if state is None or state.paused_until is None:
+        return []
+    return [
+        Error(
+            f"CometAPI refused the API key; polling is paused until "
+            f"{state.paused_until.isoformat()}: {state.pause_reason}",
+            hint="Check RUNWAY_FEED['API_KEY'] and the account's quota; polling resumes by "
+            "itself when the pause ends.",
+            id=f"{ID}.E010",
+        )
+    ]
+
+
+def check_stuck(*, now: dt.datetime | None = None) -> list[CheckMessage]:
+    """W007: unfinished tasks older than STALE_AFTER."""
+    count = RunwayTask.objects.stuck(now).count()
+    if not count:
+        return []
+    return [
+        Warning(
+            f"{count} unfinished task(s) were submitted more than {conf.STALE_AFTER:.0f} s ago "
+            "(RUNWAY_FEED['STALE_AFTER']).",
+            hint="Inspect them with RunwayTask.objects.stuck() or the admin; a task left "
+            "'submitting' has an unknown create outcome and needs an operator.",
+            id=f"{ID}.W007",
+        )
+    ]
+
+
+def state_messages(
+    *, now: dt.datetime | None = None, using: str = DEFAULT_DB_ALIAS
+) -> list[CheckMessage]:
+    """The checks that read the database (Schedule, heartbeat, pause, stuck tasks)."""
+    now = now or timezone.now()
+    # Before the first migrate there is nothing to judge; plain ``check --deploy`` must not crash.
+    if not _tables_exist(using, RunwayTask, PollerState):
+        return []
+    return [
+        *check_schedule(using=using),
+        *check_heartbeat(now=now),
+        *check_pause(now=now),
+        *check_stuck(now=now),
+    ]
+
+
+def evaluate(*, now: dt.datetime | None = None) -> list[CheckMessage]:
+    """Every check of the app: settings, cluster configuration and live state."""
+    from .checks import check_settings  # checks imports this module
+
+    return [
+        *check_settings(),
+        *check_catch_up(),
+        *check_sqlite_workers(),
+        *state_messages(now=now),
+    ]
+
+
+def is_healthy(messages: Iterable[CheckMessage], *, fail_level: int = ERROR) -> bool:
+    return not any(message.level >= fail_level for message in messages)
+
+
+# -- stuck tasks ---------------------------------------------------------------------------------
+
+
+def _send_stale(task_pk: int) -> None:
+    task = RunwayTask.objects.filter(pk=task_pk).first()
+    if task is not None:  # pruned or deleted between the commit and now
+        outbox.send(signals.task_stale, task=task)
+
+
+def mark_stale_tasks(*, now: dt.datetime | None = None, limit: int = STALE_BATCH) -> int:
+    """Set ``stale_at`` on newly stuck tasks and send ``task_stale`` once for each.
+
+    Each mark is a conditional ``UPDATE ... WHERE stale_at IS NULL`` that re-checks the task is
+    still stuck, so of two concurrent workers only one sends; the signal goes out after commit.
+    Returns how many tasks this call marked.
+    """
+    now = now or timezone.now()
+    candidates = list(
+        RunwayTask.objects.stuck(now)
+        .filter(stale_at__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    marked = 0
+    for pk in candidates:
+        with transaction.atomic():
+            won = (
+                RunwayTask.objects.stuck(now)
+                .filter(pk=pk, stale_at__isnull=True)
+                .update(stale_at=now)
+            )
+            if won:
+                transaction.on_commit(partial(_send_stale, pk), robust=True)
+                marked += 1
+    if marked:
+        logger.warning("%d Runway task(s) became stuck (task_stale sent)", marked)
+    return marked
+
+
+def run_maintenance(*, now: dt.datetime | None = None) -> None:
+    """After a poll run: mark stuck tasks, and prune one batch when PRUNE_AFTER_DAYS is set.
+
+    A failure here is logged, never raised: the poll run it follows has already done its work
+    and must not be reported (or retried by django-q2) as failed.
+    """
+    from .pruning import prune_finished_tasks
+
+    now = now or timezone.now()
+    try:
+        mark_stale_tasks(now=now)
+    except Exception:
+        logger.exception("Marking stuck Runway tasks failed")
+    days = conf.PRUNE_AFTER_DAYS
+    if days:
+        try:
+            prune_finished_tasks(days=days, max_batches=1, now=now)
+        except Exception:
+            logger.exception("Pruning finished Runway tasks failed")
+
+
+# -- the status report ---------------------------------------------------------------------------
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _describe(message: CheckMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "level": "ERROR" if message.level >= ERROR else "WARNING",
+        "message": str(message.msg),
+        "hint": str(message.hint) if message.hint else None,
+    }
+
+
+def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What ``runway_status --json`` prints; the shape is documented in docs/operations.md."""
+    now = now or timezone.now()
+    counts = {status.value: 0 for status in Status}
+    for status, n in RunwayTask.objects.values_list("status").annotate(n=Count("pk")).order_by():
+        counts[status] = n
+    oldest = RunwayTask.objects.unfinished().aggregate(oldest=Min("created_at"))["oldest"]
+    hour_ago = now - dt.timedelta(hours=1)
+    # Per-poll history is not stored (PollerState keeps only the last run), so the last hour is
+    # counted per task: tasks whose latest poll fell in the hour, and of those the ones whose
+    # latest poll failed. Transitions are exact (one TaskEvent each).
+    recent = RunwayTask.objects.filter(last_polled_at__gte=hour_ago).aggregate(
+        polled=Count("pk"), failing=Count("pk", filter=Q(error_count__gt=0))
+    )
+    transitions = TaskEvent.objects.filter(
+        kind=EventKind.TRANSITION, created_at__gte=hour_ago
+    ).count()
+    state = PollerState.objects.filter(pk=1).first()
+    last_success = state.last_success_at if state else None
+    paused_until = state.paused_until if state and state.paused_until else None
+    paused = paused_until is not None and paused_until > now
+    problems = evaluate(now=now)
+    return {
+        "version": REPORT_VERSION,
+        "generated_at": now.isoformat(),
+        "healthy": is_healthy(problems),
+        "counts": counts,
+        "unfinished": sum(counts[status] for status in UNFINISHED_STATUSES),
+        "stuck": RunwayTask.objects.stuck(now).count(),
+        "oldest_unfinished_age_seconds": (now - oldest).total_seconds() if oldest else None,
+        "last_hour": {
+            "tasks_polled": recent["polled"],
+            "tasks_failing": recent["failing"],
+            "transitions": transitions,
+        },
+        "poller": {
+            "last_run_at": _iso(state.last_run_at if state else None),
+            "last_success_at": _iso(last_success),
+            "seconds_since_success": (now - last_success).total_seconds() if last_success else None,
+            "last_run": state.last_run if state else {},
+            "paused": paused,
+            "paused_until": _iso(paused_until) if paused else None,
+            "pause_reason": state.pause_reason if paused and state else "",
+        },
+        "problems": [_describe(message) for message in problems],
+    }

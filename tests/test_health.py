@@ -1,0 +1,361 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from django_q.models import Schedule
+
+from django_runway_feed import health, jobs, services, signals
+from django_runway_feed.models import PollerState, RunwayTask
+from django_runway_feed.schedules import install_schedule, remove_schedule
+from django_runway_feed.statuses import Status
+from django_runway_feed.testing import TaskScript
+
+PREFIX = "django_runway_feed."
+
+
+def health_ids(*, deploy: bool = True) -> list[str]:
+    messages = run_checks(include_deployment_checks=deploy)
+    return sorted(m.id for m in messages if m.id and m.id.startswith(PREFIX))
+
+
+@pytest.fixture
+def healthy(settings):
+    """A healthy site: valid settings, one Schedule, a fresh heartbeat, one worker."""
+    settings.RUNWAY_FEED = {"API_KEY": "k"}
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "catch_up": False, "workers": 1}
+    install_schedule()
+    PollerState.objects.update_or_create(pk=1, defaults={"last_success_at": timezone.now()})
+
+
+def make_task(*, status=Status.QUEUED, age=dt.timedelta(0), now=None, **fields):
+    now = now or timezone.now()
+    return RunwayTask.objects.create(
+        route="tracked",
+        status=status,
+        created_at=now - age,
+        submitted_at=fields.pop("submitted_at", now - age),
+        next_poll_at=fields.pop("next_poll_at", now + dt.timedelta(seconds=5)),
+        **fields,
+    )
+
+
+# -- the stuck queryset ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_stuck_selects_unfinished_tasks_older_than_threshold(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "STALE_AFTER": 600}
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    old_running = make_task(status=Status.RUNNING, age=dt.timedelta(seconds=601), now=now)
+    old_submitting = make_task(
+        status=Status.SUBMITTING, age=dt.timedelta(hours=1), submitted_at=None, now=now
+    )
+    make_task(status=Status.QUEUED, age=dt.timedelta(seconds=599), now=now)
+    make_task(status=Status.SUCCEEDED, age=dt.timedelta(hours=2), now=now)
+
+    stuck = set(RunwayTask.objects.stuck(now).values_list("pk", flat=True))
+
+    assert stuck == {old_running.pk, old_submitting.pk}
+
+
+@pytest.mark.django_db
+def test_stuck_accepts_explicit_threshold():
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    task = make_task(age=dt.timedelta(minutes=10), now=now)
+
+    assert list(RunwayTask.objects.stuck(now, after=dt.timedelta(minutes=5))) == [task]
+    assert list(RunwayTask.objects.stuck(now, after=900)) == []
+
+
+# -- checks: silent when healthy -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_health_checks_silent_when_healthy(healthy):
+    make_task(age=dt.timedelta(minutes=1))
+
+    assert health_ids() == []
+
+
+@pytest.mark.django_db
+def test_health_checks_do_not_run_without_deploy(healthy):
+    remove_schedule()
+    PollerState.objects.filter(pk=1).update(
+        paused_until=timezone.now() + dt.timedelta(minutes=5), pause_reason="401"
+    )
+
+    assert health_ids(deploy=False) == []
+
+
+@pytest.mark.django_db
+def test_check_deploy_command_reports_missing_schedule(healthy, capsys):
+    from django.core.management.base import SystemCheckError
+
+    remove_schedule()
+
+    with pytest.raises(SystemCheckError, match=r"Run manage.py runway_schedule"):
+        call_command("check", "--deploy")
+
+
+# -- the Schedule ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_missing_schedule_is_e007(healthy):
+    remove_schedule()
+
+    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}E007"]
+    assert health_ids() == [f"{PREFIX}E007"]
+    assert messages[0].msg == (
+        "The django-q2 Schedule 'django_runway_feed.poll' is missing: nothing polls Runway tasks."
+    )
+
+
+@pytest.mark.django_db
+def test_missing_schedule_ignored_when_auto_schedule_off(healthy, settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "AUTO_SCHEDULE": False}
+    remove_schedule()
+
+    assert health_ids() == []
+
+
+@pytest.mark.django_db
+def test_duplicated_schedule_is_w004(healthy):
+    Schedule.objects.create(
+        name="django_runway_feed.poll",
+        func="django_runway_feed.jobs.poll_due_tasks",
+        schedule_type=Schedule.MINUTES,
+        minutes=1,
+        repeats=-1,
+    )
+
+    assert health_ids() == [f"{PREFIX}W004"]
+
+
+@pytest.mark.django_db
+def test_schedule_with_wrong_function_is_e008(healthy):
+    Schedule.objects.filter(name="django_runway_feed.poll").update(func="myapp.jobs.poll")
+
+    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}E008"]
+    assert health_ids() == [f"{PREFIX}E008"]
+    assert messages[0].msg == (
+        "The django-q2 Schedule 'django_runway_feed.poll' calls 'myapp.jobs.poll' instead of "
+        "'django_runway_feed.jobs.poll_due_tasks'."
+    )
+
+
+@pytest.mark.django_db
+def test_schedule_without_repeats_is_e008(healthy):
+    Schedule.objects.filter(name="django_runway_feed.poll").update(repeats=0)
+
+    assert health_ids() == [f"{PREFIX}E008"]
+
+
+# -- the cluster ---------------------------------------------------------------------------------
+
+
+def test_catch_up_on_is_w005_without_deploy(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k"}
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "catch_up": True}
+
+    assert health_ids(deploy=False) == [f"{PREFIX}W005"]
+
+
+def test_catch_up_missing_counts_as_on(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k"}
+    settings.Q_CLUSTER = {k: v for k, v in settings.Q_CLUSTER.items() if k != "catch_up"}
+
+    assert health_ids(deploy=False) == [f"{PREFIX}W005"]
+
+
+@pytest.mark.django_db
+def test_sqlite_orm_broker_with_several_workers_is_w006(healthy, settings):
+    with pytest.warns(UserWarning, match="DATABASES"):
+        settings.DATABASES = {
+            **settings.DATABASES,
+            "queue": {"ENGINE": "django.db.backends.sqlite3", "NAME": "queue.sqlite3"},
+        }
+    settings.Q_CLUSTER = {
+        k: v for k, v in settings.Q_CLUSTER.items() if k not in ("redis", "orm", "workers")
+    }
+    settings.Q_CLUSTER.update(orm="queue", workers=4)
+
+    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}W006"]
+    assert health_ids() == [f"{PREFIX}W006"]
+    assert messages[0].msg == (
+        "The django-q2 ORM broker runs on SQLite with 4 workers: it works, but concurrent "
+        "writers wait for each other and may log 'database is locked'."
+    )
+
+
+@pytest.mark.django_db
+def test_sqlite_orm_broker_with_one_worker_is_silent(healthy, settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "orm": "default", "workers": 1}
+    settings.Q_CLUSTER.pop("redis", None)
+
+    assert health_ids() == []
+
+
+# -- heartbeat, pause, stuck ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_old_heartbeat_with_long_due_task_is_e009(healthy):
+    now = timezone.now()
+    PollerState.objects.filter(pk=1).update(last_success_at=now - dt.timedelta(seconds=900))
+    make_task(age=dt.timedelta(minutes=20), next_poll_at=now - dt.timedelta(minutes=10))
+
+    messages = health.check_heartbeat(now=now)
+
+    assert health_ids() == [f"{PREFIX}E009"]
+    assert [m.msg for m in messages] == [
+        "No successful poll run for 900 s (RUNWAY_FEED['HEARTBEAT_MAX_AGE'] is 300 s) "
+        "while tasks are due."
+    ]
+
+
+@pytest.mark.django_db
+def test_never_polled_with_long_due_task_is_e009(healthy):
+    now = timezone.now()
+    PollerState.objects.filter(pk=1).update(last_success_at=None)
+    make_task(age=dt.timedelta(minutes=20), next_poll_at=now - dt.timedelta(minutes=10))
+
+    messages = health.check_heartbeat(now=now)
+
+    assert [m.msg for m in messages] == [
+        "No poll run has succeeded yet, and tasks have been due for more than 300 s "
+        "(RUNWAY_FEED['HEARTBEAT_MAX_AGE'])."
+    ]
+
+
+@pytest.mark.django_db
+def test_old_heartbeat_is_silent_while_no_task_waits(healthy):
+    now = timezone.now()
+    PollerState.objects.filter(pk=1).update(last_success_at=now - dt.timedelta(hours=2))
+    make_task(status=Status.SUCCEEDED, next_poll_at=None)
+    make_task(age=dt.timedelta(seconds=30), next_poll_at=now - dt.timedelta(seconds=20))
+
+    assert health.check_heartbeat(now=now) == []
+    assert health_ids() == []
+
+
+@pytest.mark.django_db
+def test_heartbeat_threshold_is_a_setting(healthy, settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "HEARTBEAT_MAX_AGE": 3600}
+    now = timezone.now()
+    PollerState.objects.filter(pk=1).update(last_success_at=now - dt.timedelta(seconds=900))
+    make_task(next_poll_at=now - dt.timedelta(minutes=10))
+
+    assert health.check_heartbeat(now=now) == []
+
+
+@pytest.mark.django_db
+def test_api_pause_is_e010(healthy):
+    until = dt.datetime(2999, 1, 1, tzinfo=dt.UTC)
+    PollerState.objects.filter(pk=1).update(
+        paused_until=until, pause_reason="CometAPI refused the API key (HTTP 401)"
+    )
+
+    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}E010"]
+    assert health_ids() == [f"{PREFIX}E010"]
+    assert messages[0].msg == (
+        "CometAPI refused the API key; polling is paused until 2999-01-01T00:00:00+00:00: "
+        "CometAPI refused the API key (HTTP 401)"
+    )
+
+
+@pytest.mark.django_db
+def test_expired_pause_is_silent(healthy):
+    PollerState.objects.filter(pk=1).update(
+        paused_until=timezone.now() - dt.timedelta(seconds=1), pause_reason="401"
+    )
+
+    assert health_ids() == []
+
+
+@pytest.mark.django_db
+def test_stuck_tasks_are_w007(healthy, settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "STALE_AFTER": 600}
+    make_task(status=Status.RUNNING, age=dt.timedelta(minutes=11))
+    make_task(status=Status.RUNNING, age=dt.timedelta(minutes=11))
+    make_task(status=Status.RUNNING, age=dt.timedelta(minutes=9))
+
+    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}W007"]
+    assert health_ids() == [f"{PREFIX}W007"]
+    assert messages[0].msg == (
+        "2 unfinished task(s) were submitted more than 600 s ago (RUNWAY_FEED['STALE_AFTER'])."
+    )
+
+
+@pytest.mark.parametrize("key", ["STALE_AFTER", "HEARTBEAT_MAX_AGE"])
+def test_new_duration_settings_are_validated(settings, key):
+    settings.RUNWAY_FEED = {"API_KEY": "k", key: "soon"}
+
+    messages = [m for m in run_checks() if m.id == f"{PREFIX}E002"]
+    assert [m.msg for m in messages] == [
+        f"RUNWAY_FEED['{key}'] must be a positive number of seconds or a timedelta."
+    ]
+
+
+# -- task_stale ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stale_log():
+    calls = []
+
+    def receiver(sender, task, **kwargs):
+        calls.append((task.pk, task.stale_at, connection.in_atomic_block))
+
+    signals.task_stale.connect(receiver, weak=False)
+    yield calls
+    signals.task_stale.disconnect(receiver)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stale_task_gets_task_stale_once_after_commit(settings, stale_log):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "STALE_AFTER": 600}
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    stuck = make_task(age=dt.timedelta(minutes=11), now=now)
+    make_task(age=dt.timedelta(minutes=1), now=now)
+
+    first = health.mark_stale_tasks(now=now)
+    second = health.mark_stale_tasks(now=now + dt.timedelta(minutes=1))
+
+    assert (first, second) == (1, 0)
+    assert stale_log == [(stuck.pk, now, False)]
+    assert RunwayTask.objects.get(pk=stuck.pk).stale_at == now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finished_task_is_never_marked_stale(settings, stale_log):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "STALE_AFTER": 600}
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    make_task(status=Status.FAILED, age=dt.timedelta(hours=1), now=now)
+
+    assert health.mark_stale_tasks(now=now) == 0
+    assert stale_log == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scheduled_job_sends_task_stale_once_across_runs(api, clock, now_of, settings, stale_log):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "STALE_AFTER": 600}
+    task = RunwayTask.objects.track(
+        api.add_task(TaskScript(queued_for=0, run_for=10_000)), now=now_of()
+    )
+    clock.advance(20 * 60)  # the provider reports it submitted 20 min ago: stuck
+
+    services.poll_due_tasks(window=0, clock=now_of)
+    clock.advance(60)
+    services.poll_due_tasks(window=0, clock=now_of)
+    jobs.poll_due_tasks(window=0)
+
+    task.refresh_from_db()
+    assert task.status == Status.RUNNING
+    assert [pk for pk, _stale_at, _atomic in stale_log] == [task.pk]
+    assert stale_log[0][2] is False
