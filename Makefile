@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make bench BENCH_ARGS=--quick` for the small sizes CI uses. DATABASE_URL picks PostgreSQL.
+bench: $(STAMP)
+	for script in benchmarks/bench_*.py; do \
+		$(PY) -m benchmarks.$$(basename $$script .py) $(BENCH_ARGS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info example.sqlite3 tests/test*.sqlite3

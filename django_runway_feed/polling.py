@@ -21,11 +21,12 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import OperationalError, connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from . import outbox
@@ -56,6 +57,12 @@ AUTH_PAUSE_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 600.0
 GROWTH = 1.5
 JITTER = 0.1
+# Runway renders a clip in seconds to a few minutes. While a task runs with no progress rate to
+# aim with (coarse progress: 0 %, 30 %, 100 %), its finish could come at any poll, so the
+# spacing stays at most RUNNING_SPACING x POLL_INTERVAL for USUAL_RUN_SECONDS; a task running
+# longer than that is unusually slow and backs off toward MAX_POLL_INTERVAL like a queued one.
+RUNNING_SPACING = 2.0
+USUAL_RUN_SECONDS = 600.0
 LAST_ERROR_CHARS = 2000
 
 _unknown_statuses_logged: set[str] = set()
@@ -84,6 +91,10 @@ class PollSummary:
         return asdict(self)
 
 
+class NotSent(Exception):
+    """A request that was not sent: its lease or its run's window ran out first."""
+
+
 @dataclass
 class Plan:
     """The writes one poll result asks for."""
@@ -107,8 +118,9 @@ def next_poll_delay(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetim
     """Seconds until the next poll of a task that is still unfinished after ``snapshot``.
 
     Snaps back to ``POLL_INTERVAL`` after a status change; while the task runs with a rising
-    progress, aims at its expected finish; otherwise grows geometrically toward
-    ``MAX_POLL_INTERVAL``. Never below ``POLL_INTERVAL``.
+    progress, aims at its expected finish; while it runs without one, stays within
+    ``RUNNING_SPACING`` x ``POLL_INTERVAL`` (for ``USUAL_RUN_SECONDS``); otherwise grows
+    geometrically toward ``MAX_POLL_INTERVAL``. Never below ``POLL_INTERVAL``.
     """
     floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
     since_last = _seconds_between(now, task.last_polled_at)
@@ -124,6 +136,13 @@ def next_poll_delay(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetim
         delay = (100 - snapshot.progress) / rate
     else:
         delay = since_last * GROWTH
+        running_for = _seconds_between(now, task.started_at)
+        if (
+            snapshot.status == Status.RUNNING
+            and running_for is not None
+            and running_for < USUAL_RUN_SECONDS
+        ):
+            delay = min(delay, RUNNING_SPACING * floor)
     return _jittered(min(max(delay, floor), ceiling), floor=floor)
 
 
@@ -269,6 +288,76 @@ def plan_error(task: RunwayTask, error: Exception, *, now: dt.datetime) -> Plan:
     )
 
 
+def _supports_update_from_values() -> bool:
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        # UPDATE ... FROM arrived in SQLite 3.33.
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 33)
+    return False
+
+
+def _bulk_write(owner: str, tasks: list[RunwayTask], names: list[str]) -> None:
+    """Write ``names`` of every task still leased to ``owner``, in one statement per chunk.
+
+    Django's ``bulk_update`` builds a ``CASE WHEN`` expression per field and row, which costs
+    milliseconds of CPU per task (most of a poll round, measured in ``benchmarks/``). An
+    ``UPDATE ... FROM (VALUES ...)`` with plain parameters writes the same values for a fraction
+    of that. Backends without it fall back to ``bulk_update``.
+    """
+    if not tasks:
+        return
+    if not _supports_update_from_values():
+        RunwayTask.objects.filter(lease_owner=owner).bulk_update(tasks, names)
+        return
+    meta = RunwayTask._meta
+    fields = [cast("Field[Any, Any]", meta.get_field(name)) for name in names]
+    pk_field = meta.pk
+    assert pk_field is not None
+    quote = connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+    placeholders = ", ".join(
+        f"%s::{field.cast_db_type(connection)}" if postgres else "%s"
+        for field in [pk_field, *fields]
+    )
+    columns = ", ".join(["pk", *(f"c{index}" for index in range(len(fields)))])
+    assignments = ", ".join(
+        f"{quote(str(field.column))} = v.c{index}" for index, field in enumerate(fields)
+    )
+    table, pk = quote(meta.db_table), quote(str(pk_field.column))
+    per_row = len(fields) + 1
+    max_params = connection.features.max_query_params or 65_535
+    chunk = max(1, (max_params - 1) // per_row)
+    with connection.cursor() as cursor:
+        for start in range(0, len(tasks), chunk):
+            rows = tasks[start : start + chunk]
+            params: list[Any] = []
+            for task in rows:
+                params.append(task.pk)
+                params.extend(
+                    field.get_db_prep_save(getattr(task, field.attname), connection)
+                    for field in fields
+                )
+            values = ", ".join([f"({placeholders})"] * len(rows))
+            cursor.execute(
+                f"WITH v ({columns}) AS (VALUES {values}) "  # noqa: S608 (names quoted, values bound)
+                f"UPDATE {table} SET {assignments} FROM v "
+                f"WHERE {table}.{pk} = v.pk AND {table}.{quote('lease_owner')} = %s",
+                [*params, owner],
+            )
+
+
+@dataclass
+class _Round:
+    """A claimed batch whose requests are queued on the pool."""
+
+    owner: str
+    tasks: list[RunwayTask]
+    futures: list[Future[FeedSnapshot | Exception]]
+
+
 class Poller:
     """Polls due tasks. Build one per run; :meth:`close` it (or use ``with``) when done."""
 
@@ -285,6 +374,8 @@ class Poller:
         self.clock: Clock = clock or timezone.now
         self.worker_id = secrets.token_hex(6)
         self._rounds = 0
+        # Set by run(): no request starts after this monotonic time.
+        self.stop_sending_at: float | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="runway-feed"
         )
@@ -353,9 +444,17 @@ class Poller:
 
     # -- fetching ------------------------------------------------------------------------------
 
+    def _send_deadline(self) -> float:
+        # Leave a margin so answers arrive while the lease still protects the rows, and send
+        # nothing once the run's window is over, so a run lasts its window plus one request.
+        deadline = time.monotonic() + conf.LEASE_SECONDS * 0.8
+        if self.stop_sending_at is not None:
+            deadline = min(deadline, self.stop_sending_at)
+        return deadline
+
     def _fetch(self, task_id: str, deadline: float) -> FeedSnapshot | Exception:
         if time.monotonic() > deadline:
-            return RunwayFeedError("lease expired before the request could be sent")
+            return NotSent()
         try:
             snapshot = parse_feed(self.client.feed(task_id))
             if snapshot.task_id != task_id:
@@ -370,8 +469,7 @@ class Poller:
             return exc
 
     def fetch(self, tasks: list[RunwayTask]) -> list[FeedSnapshot | Exception]:
-        # Leave a margin so answers arrive while the lease still protects the rows.
-        deadline = time.monotonic() + conf.LEASE_SECONDS * 0.8
+        deadline = self._send_deadline()
         return list(
             self._executor.map(lambda task: self._fetch(str(task.task_id), deadline), tasks)
         )
@@ -388,7 +486,10 @@ class Poller:
     ) -> PollSummary:
         summary = PollSummary(claimed=len(tasks))
         quiet: list[tuple[RunwayTask, Plan]] = []
+        progressed: list[RunwayTask] = []
         for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, NotSent):
+                continue  # released below, untouched: the next run polls it
             if isinstance(result, AuthenticationError | ForbiddenError):
                 self._pause(result, now=now)
                 summary.paused = True
@@ -405,11 +506,15 @@ class Poller:
                 quiet.append((task, plan))
             elif self._transition(owner, task, plan, payload=getattr(result, "raw", None)):
                 summary.transitions += 1
+            else:
+                continue
+            if plan.progressed:
+                task.progress = plan.fields["progress"]
+                progressed.append(task)
         self._write_quiet(owner, quiet)
         self._release(owner)
-        for task, plan in quiet:
-            if plan.progressed:
-                outbox.send_progress(task)
+        for task in progressed:
+            outbox.send_progress(task)
         return summary
 
     def _write_quiet(self, owner: str, rows: list[tuple[RunwayTask, Plan]]) -> None:
@@ -428,9 +533,7 @@ class Poller:
                 task.poll_count += 1
                 task.error_count = task.error_count + 1 if error else 0
                 task.lease_owner, task.lease_expires_at = "", None
-            RunwayTask.objects.filter(lease_owner=owner).bulk_update(
-                [task for task, _plan in group], sorted(names)
-            )
+            _bulk_write(owner, [task for task, _plan in group], sorted(names))
 
     def _transition(self, owner: str, task: RunwayTask, plan: Plan, *, payload: Any = None) -> bool:
         """Apply one status change and write its event, atomically; False if it lost a race."""
@@ -503,6 +606,19 @@ class Poller:
         now = self.clock()
         if not ignore_pause and self.paused_until(now):
             return PollSummary(rounds=1, paused=True)
+        return self._finish_round(
+            self._start_round(now=now, limit=limit, task_ids=task_ids, due_only=due_only)
+        )
+
+    def _start_round(
+        self,
+        *,
+        now: dt.datetime,
+        limit: int | None = None,
+        task_ids: Iterable[int] | None = None,
+        due_only: bool = True,
+    ) -> _Round | PollSummary:
+        """Claim a batch and queue its requests on the pool; a summary if nothing was claimed."""
         owner = self._new_owner()
         tasks = self.claim(
             owner,
@@ -513,10 +629,26 @@ class Poller:
         )
         if not tasks:
             return PollSummary(rounds=1)
-        results = self.fetch(tasks)
-        summary = self.apply(owner, tasks, results, now=self.clock())
+        deadline = self._send_deadline()
+        futures = [
+            self._executor.submit(self._fetch, str(task.task_id), deadline) for task in tasks
+        ]
+        return _Round(owner, tasks, futures)
+
+    def _finish_round(self, started: _Round | PollSummary) -> PollSummary:
+        """Wait for a started round's answers and apply them."""
+        if isinstance(started, PollSummary):
+            return started
+        results = [future.result() for future in started.futures]
+        summary = self.apply(started.owner, started.tasks, results, now=self.clock())
         summary.rounds = 1
         return summary
+
+    def _start_round_unless_paused(self) -> _Round | PollSummary:
+        now = self.clock()
+        if self.paused_until(now):
+            return PollSummary(rounds=1, paused=True)
+        return self._start_round(now=now)
 
     def seconds_until_due(self, now: dt.datetime) -> float | None:
         """Seconds until the earliest pollable task is due (0 if one is due), None if none."""
@@ -540,23 +672,36 @@ class Poller:
     ) -> PollSummary:
         """Keep polling due tasks for ``window`` seconds (``POLL_WINDOW``), then return.
 
-        With ``window=0`` it runs rounds until nothing is due right now.
+        With ``window=0`` it runs rounds until nothing is due right now (for at most
+        ``POLL_WINDOW`` seconds, so an overload cannot pin it). While one batch is being written
+        the next is already claimed and its requests queued, so the HTTP pool never idles on the
+        database nor on the last, partial wave of a batch.
         """
         window = conf.POLL_WINDOW if window is None else window
-        ends = time.monotonic() + window
+        ends = time.monotonic() + (window or conf.POLL_WINDOW)
+        self.stop_sending_at = ends
         total = PollSummary()
         outbox.sweep(now=self.clock())
+        ahead: _Round | None = None
         while True:
-            summary = self.run_round()
+            current = ahead or self._start_round_unless_paused()
+            ahead = None
+            if isinstance(current, _Round) and time.monotonic() < ends:
+                following = self._start_round_unless_paused()
+                ahead = following if isinstance(following, _Round) else None
+            summary = self._finish_round(current)
             total.add(summary)
+            if ahead is not None:
+                continue
             remaining = ends - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (window == 0 and not summary.claimed):
                 break
-            if summary.claimed:
+            if window == 0 or summary.claimed:
                 continue
             wait = None if summary.paused else self.seconds_until_due(self.clock())
             wait = max_idle_sleep if wait is None else min(max(wait, 0.2), max_idle_sleep)
             sleep(min(wait, remaining))
+        self.stop_sending_at = None
         record_heartbeat(total, now=self.clock())
         return total
 

@@ -337,3 +337,27 @@ def test_progress_signal_reports_rising_progress(api, poller, clock, now_of, sig
     assert len(progress) >= 2
     assert progress == sorted(progress)
     assert progress[-1] > progress[0]
+
+
+def test_requests_not_sent_after_window_leave_task_untouched(api, poller, clock, now_of):
+    task = track(api, now_of, TaskScript(queued_for=100))
+    poller.stop_sending_at = 0.0  # the run's window is long over
+
+    summary = poller.run_round()
+
+    task.refresh_from_db()
+    assert summary.claimed == 1
+    assert summary.errors == 0
+    assert api.call_count(task.task_id) == 0
+    assert (task.poll_count, task.error_count, task.lease_owner) == (0, 0, "")
+    assert task.next_poll_at == now_of()
+
+
+def test_progress_signal_sent_on_transition_too(api, poller, clock, now_of, signal_log):
+    track(api, now_of, TaskScript(queued_for=0, run_for=100))
+    clock.advance(40)
+
+    poller.run_round()
+
+    assert [c["progress"] for c in signal_log.of("task_progressed")] == [40]
+    assert [c["status"] for c in signal_log.of("task_status_changed")] == ["running"]

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the poller against baselines; run them with ``make bench``."""

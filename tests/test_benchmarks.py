@@ -1,0 +1,62 @@
+"""Each benchmark still runs (``--quick``) and prints its goal lines; its numbers are not judged.
+
+Timings on a shared machine are noise; the figures are read from ``make bench`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_benchmark(name: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "goals"),
+    [
+        ("bench_throughput", ["throughput", "throughput_vs_naive", "overhead_vs_raw_http"]),
+        ("bench_queries", ["queries_per_quiet_task", "queries_per_transition"]),
+        ("bench_memory", ["memory_ratio"]),
+        (
+            "bench_economy",
+            [
+                "economy_fine_calls_vs_sdk",
+                "economy_fine_p95_delay",
+                "economy_coarse_calls_vs_sdk",
+                "economy_coarse_p95_delay",
+            ],
+        ),
+    ],
+)
+def test_benchmark_prints_its_goals(name, goals):
+    out = run_benchmark(name)
+
+    printed = [line.split(":")[0] for line in out.splitlines() if line.startswith("goal ")]
+    assert printed == [f"goal {goal}" for goal in goals]
+
+
+@pytest.mark.postgres
+def test_benchmark_scaleout_prints_its_goals():
+    out = run_benchmark("bench_scaleout")
+
+    printed = [line.split(":")[0] for line in out.splitlines() if line.startswith("goal ")]
+    assert printed == ["goal scaleout", "goal scaleout_polled_twice"]
