@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from django_runway_feed import signals
 from django_runway_feed.client import CometAPIClient
@@ -103,3 +104,28 @@ def signal_log() -> Iterator[SignalLog]:
     yield log
     for name, receiver in receivers:
         getattr(signals, name).disconnect(receiver)
+
+
+def run_in_threads(count: int, target: Callable[[], object], *, timeout: float = 120) -> list:
+    """Run ``target`` in ``count`` threads released together, each with its own DB connection.
+
+    Returns the exceptions the threads raised (an empty list when all went well).
+    """
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            target()
+        except BaseException as exc:  # handed back to the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return errors

@@ -6,15 +6,15 @@ On PostgreSQL this exercises ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite th
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from django_runway_feed.models import EventKind, RunwayTask, TaskEvent
 from django_runway_feed.polling import Poller
 from django_runway_feed.testing import TaskScript
+from tests.conftest import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,26 +26,14 @@ def test_concurrent_runs_poll_each_task_once(api, now_of, signal_log, settings):
     ids = [api.add_task(TaskScript(queued_for=0, run_for=600)) for _ in range(TASKS)]
     for task_id in ids:
         RunwayTask.objects.track(task_id, now=now_of())
-    barrier = threading.Barrier(3)
-    errors: list[BaseException] = []
 
-    def worker() -> None:
-        try:
-            with Poller(clock=now_of) as poller:
-                barrier.wait()
-                # The clock stands still, so once polled a task is not due again.
-                while poller.run_round().claimed:
-                    pass
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def poll_until_nothing_due() -> None:
+        with Poller(clock=now_of) as poller:
+            # The clock stands still, so once polled a task is not due again.
+            while poller.run_round().claimed:
+                pass
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = run_in_threads(3, poll_until_nothing_due)
 
     assert errors == []
     calls = Counter(call.task_id for call in api.feed_calls())

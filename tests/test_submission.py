@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connections
 
 from django_runway_feed import services
 from django_runway_feed.client import CometAPIClient
@@ -16,6 +14,7 @@ from django_runway_feed.exceptions import ConfigurationError
 from django_runway_feed.models import EventKind, RunwayTask
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeCometAPI, Fault, TaskScript
+from tests.conftest import run_in_threads
 from tests.testapp.models import Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -316,24 +315,11 @@ def test_idempotency_key_used_twice_makes_one_request(api):
 
 
 def test_idempotency_key_from_concurrent_threads_makes_one_request(api):
-    barrier = threading.Barrier(4)
     results: list[int] = []
-    errors: list[BaseException] = []
 
-    def submit() -> None:
-        try:
-            barrier.wait()
-            results.append(RunwayTask.objects.generate("x", idempotency_key="same").pk)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=submit) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = run_in_threads(
+        4, lambda: results.append(RunwayTask.objects.generate("x", idempotency_key="same").pk)
+    )
 
     assert errors == []
     assert len(set(results)) == 1
