@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
-from .models import RunwayTask, TaskEvent
+from .models import RunwayTask, RunwayTaskQuerySet, TaskEvent
 
 if TYPE_CHECKING:
     # django-stubs makes these generic; at run time they are plain classes.
@@ -15,6 +18,23 @@ if TYPE_CHECKING:
 else:
     TaskEventInlineBase = admin.TabularInline
     RunwayTaskAdminBase = admin.ModelAdmin
+
+
+class StuckFilter(admin.SimpleListFilter):
+    """Unfinished tasks older than ``STALE_AFTER``: the same rule as ``stuck()`` and W007."""
+
+    title = _("stuck")
+    parameter_name = "stuck"
+
+    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
+        return [("yes", str(_("Stuck")))]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[RunwayTask]
+    ) -> QuerySet[RunwayTask] | None:
+        if self.value() == "yes" and isinstance(queryset, RunwayTaskQuerySet):
+            return queryset.stuck()
+        return queryset
 
 
 class TaskEventInline(TaskEventInlineBase):
@@ -40,7 +60,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         "created_at",
         "finished_at",
     )
-    list_filter = ("status", "route", "failure_code")
+    list_filter = ("status", StuckFilter, "route", "failure_code")
     search_fields = ("task_id", "prompt", "fail_reason")
     date_hierarchy = "created_at"
     show_full_result_count = False
