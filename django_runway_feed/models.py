@@ -105,7 +105,6 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         :func:`django_runway_feed.services.submit_task` for what each outcome leaves.
         """
         from . import validation
-        from .services import submit_task
 
         body = validation.generate_body(
             prompt=prompt,
@@ -118,13 +117,13 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
             end_image=end_image,
             extra=unknown,
         )
-        return submit_task(
+        return self._submit(
             Route.GENERATE,
             body,
-            content_object=content_object,
-            metadata=metadata,
-            idempotency_key=validation.idempotency_key(idempotency_key),
-            client=client,
+            content_object,
+            metadata,
+            validation.idempotency_key(idempotency_key),
+            client,
         )
 
     def video_to_video(
@@ -144,7 +143,6 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
     ) -> RunwayTask:
         """Restyle ``video`` (a URL) following ``prompt``. Validated like :meth:`generate`."""
         from . import validation
-        from .services import submit_task
 
         body = validation.video_to_video_body(
             video=video,
@@ -155,13 +153,13 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
             seconds=seconds,
             extra=unknown,
         )
-        return submit_task(
+        return self._submit(
             Route.VIDEO_TO_VIDEO,
             body,
-            content_object=content_object,
-            metadata=metadata,
-            idempotency_key=validation.idempotency_key(idempotency_key),
-            client=client,
+            content_object,
+            metadata,
+            validation.idempotency_key(idempotency_key),
+            client,
         )
 
     def act_one(
@@ -177,15 +175,34 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
     ) -> RunwayTask:
         """Move the performance in ``video`` onto the character in ``image`` (16:9 sources)."""
         from . import validation
-        from .services import submit_task
 
         body = validation.act_one_body(video=video, image=image, extra=unknown)
-        return submit_task(
+        return self._submit(
             Route.ACT_ONE,
+            body,
+            content_object,
+            metadata,
+            validation.idempotency_key(idempotency_key),
+            client,
+        )
+
+    def _submit(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        content_object: models.Model | None,
+        metadata: dict[str, Any] | None,
+        idempotency_key: str | None,
+        client: CometAPIClient | None,
+    ) -> RunwayTask:
+        from .services import submit_task
+
+        return submit_task(
+            route,
             body,
             content_object=content_object,
             metadata=metadata,
-            idempotency_key=validation.idempotency_key(idempotency_key),
+            idempotency_key=idempotency_key,
             client=client,
         )
 

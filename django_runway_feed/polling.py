@@ -468,11 +468,13 @@ class Poller:
             logger.exception("Unexpected error while polling task %s", task_id)
             return exc
 
-    def fetch(self, tasks: list[RunwayTask]) -> list[FeedSnapshot | Exception]:
+    def _queue_fetches(self, tasks: list[RunwayTask]) -> list[Future[FeedSnapshot | Exception]]:
         deadline = self._send_deadline()
-        return list(
-            self._executor.map(lambda task: self._fetch(str(task.task_id), deadline), tasks)
-        )
+        return [self._executor.submit(self._fetch, str(task.task_id), deadline) for task in tasks]
+
+    def fetch(self, tasks: list[RunwayTask]) -> list[FeedSnapshot | Exception]:
+        """Ask the feed about ``tasks`` concurrently and wait for every answer."""
+        return [future.result() for future in self._queue_fetches(tasks)]
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -629,11 +631,7 @@ class Poller:
         )
         if not tasks:
             return PollSummary(rounds=1)
-        deadline = self._send_deadline()
-        futures = [
-            self._executor.submit(self._fetch, str(task.task_id), deadline) for task in tasks
-        ]
-        return _Round(owner, tasks, futures)
+        return _Round(owner, tasks, self._queue_fetches(tasks))
 
     def _finish_round(self, started: _Round | PollSummary) -> PollSummary:
         """Wait for a started round's answers and apply them."""
