@@ -489,12 +489,12 @@ class Poller:
         summary = PollSummary(claimed=len(tasks))
         quiet: list[tuple[RunwayTask, Plan]] = []
         progressed: list[RunwayTask] = []
+        refused: Exception | None = None
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, NotSent):
                 continue  # released below, untouched: the next run polls it
             if isinstance(result, AuthenticationError | ForbiddenError):
-                self._pause(result, now=now)
-                summary.paused = True
+                refused = result  # one pause per round, however many tasks saw it
                 continue
             if isinstance(result, FeedSnapshot):
                 plan = plan_snapshot(task, result, now=now)
@@ -513,6 +513,9 @@ class Poller:
             if plan.progressed:
                 task.progress = plan.fields["progress"]
                 progressed.append(task)
+        if refused is not None:
+            self._pause(refused, now=now)
+            summary.paused = True
         self._write_quiet(owner, quiet)
         self._release(owner)
         for task in progressed:
