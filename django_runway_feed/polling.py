@@ -504,6 +504,8 @@ class Poller:
                 summary.errors += int(plan.error)
                 if plan.error:
                     logger.info("Polling task %s failed: %s", task.task_id, result)
+            # update() and raw writes skip auto_now, so the row's change time is set here.
+            plan.fields["updated_at"] = now
             if plan.new_status is None:
                 quiet.append((task, plan))
             elif self._transition(owner, task, plan, payload=getattr(result, "raw", None)):

@@ -140,7 +140,8 @@ def submit_task(
     except RunwayFeedError as exc:
         logger.error("Outcome of creating task #%s is unknown: %s", task.pk, exc)
         RunwayTask.objects.filter(pk=task.pk).update(
-            last_error=f"Outcome unknown, not retried (the task may exist and be billed): {exc}"
+            last_error=f"Outcome unknown, not retried (the task may exist and be billed): {exc}",
+            updated_at=timezone.now(),
         )
         outbox.record_note(task, EventKind.SUBMIT_ERROR, str(exc))
     else:
@@ -164,7 +165,7 @@ def _finish_submission(
         values.update(finished_at=now)
     with transaction.atomic():
         RunwayTask.objects.filter(pk=task.pk, status=Status.SUBMITTING).update(
-            status=status, **values
+            status=status, updated_at=now, **values
         )
         task.task_id = values.get("task_id", task.task_id)
         outbox.record_transition(

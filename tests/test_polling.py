@@ -361,3 +361,17 @@ def test_progress_signal_sent_on_transition_too(api, poller, clock, now_of, sign
 
     assert [c["progress"] for c in signal_log.of("task_progressed")] == [40]
     assert [c["status"] for c in signal_log.of("task_status_changed")] == ["running"]
+
+
+def test_poll_sets_updated_at_for_quiet_and_transition_writes(api, poller, clock, now_of):
+    quiet = track(api, now_of, TaskScript(queued_for=100))
+    moving = track(api, now_of, TaskScript(queued_for=0, run_for=100))
+    clock.advance(50)
+
+    poller.run_round()
+
+    quiet.refresh_from_db()
+    moving.refresh_from_db()
+    assert quiet.updated_at == now_of()
+    assert moving.updated_at == now_of()
+    assert moving.status == Status.RUNNING
