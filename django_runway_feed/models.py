@@ -28,6 +28,13 @@ class Route(models.TextChoices):
     TRACKED = "tracked", _("Tracked (created elsewhere)")
 
 
+class DownloadStatus(models.TextChoices):
+    NONE = "", _("Not downloaded")
+    PENDING = "pending", _("Pending")
+    STORED = "stored", _("Stored")
+    FAILED = "failed", _("Failed")
+
+
 class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
     def unfinished(self) -> RunwayTaskQuerySet:
         return self.filter(status__in=UNFINISHED_STATUSES)
@@ -267,9 +274,34 @@ class RunwayTask(models.Model):
     content_object = GenericForeignKey("content_type", "object_id")
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
 
+    resubmitted_from = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="resubmissions",
+        verbose_name=_("resubmitted from"),
+    )
+
+    # Result persistence (DOWNLOAD_RESULTS): the video in output_file, the poster in poster_file,
+    # every stored file (kind, name, size, sha256, content type) in stored_files.
     output_file = models.FileField(
         _("stored output"), upload_to="runway_feed/%Y/%m/", max_length=500, blank=True
     )
+    poster_file = models.FileField(
+        _("stored poster"), upload_to="runway_feed/%Y/%m/", max_length=500, blank=True
+    )
+    stored_files = models.JSONField(_("stored files"), default=list, blank=True)
+    output_size = models.BigIntegerField(_("stored size"), null=True, blank=True)
+    output_sha256 = models.CharField(_("stored sha256"), max_length=64, blank=True)
+    output_content_type = models.CharField(_("stored content type"), max_length=100, blank=True)
+    download_status = models.CharField(
+        _("download"), max_length=16, choices=DownloadStatus.choices, blank=True, default=""
+    )
+    download_attempts = models.PositiveSmallIntegerField(_("download attempts"), default=0)
+    download_error = models.TextField(_("download error"), blank=True)
+    download_retry_at = models.DateTimeField(_("download retry at"), null=True, blank=True)
+    downloaded_at = models.DateTimeField(_("downloaded"), null=True, blank=True)
 
     objects: ClassVar[RunwayTaskManager] = RunwayTaskManager()
 
@@ -286,6 +318,12 @@ class RunwayTask(models.Model):
             ),
             models.Index(fields=["status", "created_at"], name="runway_task_status_idx"),
             models.Index(fields=["content_type", "object_id"], name="runway_task_object_idx"),
+            # Downloads waiting for a (re)try.
+            models.Index(
+                fields=["download_retry_at"],
+                condition=Q(download_status="pending"),
+                name="runway_task_download_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -318,6 +356,12 @@ class EventKind(models.TextChoices):
     TRACKED = "tracked", _("Tracking started")
     MANUAL_POLL = "manual_poll", _("Manual poll")
     SUBMIT_ERROR = "submit_error", _("Submission outcome unknown")
+    RESUMED = "resumed", _("Tracking resumed")
+    RESUBMITTED = "resubmitted", _("Resubmitted as a new task")
+    DOWNLOAD_QUEUED = "download_queued", _("Download queued")
+    DOWNLOAD_RETRY = "download_retry", _("Download attempt failed")
+    DOWNLOAD_FAILED = "download_failed", _("Download failed")
+    RESULT_STORED = "result_stored", _("Result stored")
 
 
 class TaskEvent(models.Model):
@@ -362,6 +406,12 @@ class PollerState(models.Model):
     last_run = models.JSONField(default=dict, blank=True)
     paused_until = models.DateTimeField(null=True, blank=True)
     pause_reason = models.TextField(blank=True)
+    # Which settings the pause was for: a keyed hash of BASE_URL and API_KEY (never the key),
+    # so a changed key lifts the pause at once.
+    pause_fingerprint = models.CharField(max_length=64, blank=True)
+    # The shared request budget (MAX_REQUESTS_PER_SECOND): the earliest time, in epoch
+    # seconds, at which the next request may start (a GCRA "theoretical arrival time").
+    budget_tat = models.FloatField(default=0.0)
 
     class Meta:
         verbose_name = _("poller state")

@@ -41,3 +41,4 @@ class FailureCode(models.TextChoices):
     NOT_FOUND = "not_found", _("Gave up: task never became visible")
     REJECTED = "rejected", _("Create call refused")
     PROVIDER = "provider", _("Failed at the provider")
+    STOPPED = "stopped", _("Stopped by an operator")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -19,25 +20,73 @@ SERVICE_MARKERS = {
 }
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+# Browser tests drive Debian's Chromium through Playwright (its own browser download does not
+# work everywhere). RUNWAY_TEST_CHROMIUM points elsewhere.
+CHROMIUM = os.environ.get("RUNWAY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _browser_missing() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return f"needs Chromium at {CHROMIUM} (apt-get install chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "needs Playwright (pip install -e '.[test]')"
+    return None
+
+
+def _missing_reasons() -> list[str]:
     missing = [reason for env, reason in SERVICE_MARKERS.values() if not os.environ.get(env)]
-    return [f"django-runway-feed: deselecting tests that {reason}" for reason in missing]
+    browser = _browser_missing()
+    return [*missing, browser] if browser else missing
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if os.environ.get("REQUIRE_SERVICES"):
+        return []
+    return [f"django-runway-feed: deselecting tests that {reason}" for reason in _missing_reasons()]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests needing a service run in the second pass of .ci/run, which sets both URLs; without
-    # them they are deselected (not skipped), and the report header says why.
+    # Tests needing a service run in .ci/run, which sets REQUIRE_SERVICES (PostgreSQL, Redis and
+    # the browser) or REQUIRE_BROWSER: a missing one is then an error, not a skip. Elsewhere they
+    # are deselected, and the report header says why.
     if os.environ.get("REQUIRE_SERVICES"):
         return
+    browser_missing = not os.environ.get("REQUIRE_BROWSER") and _browser_missing() is not None
     keep, drop = [], []
     for item in items:
         needs = [m for m in SERVICE_MARKERS if item.get_closest_marker(m)]
-        (drop if any(not os.environ.get(SERVICE_MARKERS[m][0]) for m in needs) else keep).append(
-            item
-        )
+        missing = any(not os.environ.get(SERVICE_MARKERS[m][0]) for m in needs)
+        if item.get_closest_marker("browser") and browser_missing:
+            missing = True
+        (drop if missing else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the whole run (Playwright's sync API)."""
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
+    # around it are still plain synchronous code.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context and page (no cookies shared between tests)."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
 
 
 @pytest.fixture
