@@ -82,6 +82,7 @@ def submit_task(
     idempotency_key: str | None = None,
     client: CometAPIClient | None = None,
     now: dt.datetime | None = None,
+    resubmitted_from: RunwayTask | None = None,
 ) -> RunwayTask:
     """Create a task at CometAPI and return its row. ``payload`` is already validated.
 
@@ -93,7 +94,8 @@ def submit_task(
     automatically, since the provider may have created (and billed) the task.
 
     With an ``idempotency_key`` already used, the existing row is returned and nothing is sent;
-    the unique constraint makes this hold for concurrent calls too.
+    the unique constraint makes this hold for concurrent calls too. ``resubmitted_from`` links
+    the new row to the task it repeats (the admin's resubmit action).
     """
     if idempotency_key:
         existing = RunwayTask.objects.filter(idempotency_key=idempotency_key).first()
@@ -109,6 +111,7 @@ def submit_task(
                 idempotency_key=idempotency_key,
                 client=own_client,
                 now=now,
+                resubmitted_from=resubmitted_from,
             )
     callback_url(0)  # a routing mistake must surface before any row or request
     try:
@@ -120,6 +123,7 @@ def submit_task(
                 prompt=str(payload.get("prompt") or ""),
                 idempotency_key=idempotency_key,
                 metadata=metadata or {},
+                resubmitted_from=resubmitted_from,
                 **_link(content_object),
             )
     except IntegrityError:
