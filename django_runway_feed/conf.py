@@ -24,7 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 100,
     "CONCURRENCY": 8,
     "LEASE_SECONDS": 120,
-    "MAX_REQUESTS_PER_SECOND": 50,
+    # Well under CometAPI's documented per-key ceiling (30,000 RPM), above one CONCURRENCY=16
+    # run at 100 ms latency (~160 requests/s). None disables the budget.
+    "MAX_REQUESTS_PER_SECOND": 200,
     "POLL_WINDOW": 50,
     "SCHEDULE_NAME": "django_runway_feed.poll",
     "AUTO_SCHEDULE": True,
@@ -38,6 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE": "default",
     "MAX_DOWNLOAD_BYTES": 500 * 1024 * 1024,
     "ALLOWED_DOWNLOAD_HOSTS": None,
+    # Result downloads (storage.py): plain http and private networks are refused unless allowed.
+    "DOWNLOAD_ALLOW_HTTP": False,
+    "DOWNLOAD_ALLOWED_NETWORKS": [],
+    "DOWNLOAD_MAX_ATTEMPTS": 5,
+    "DOWNLOAD_RETRY_DELAY": 60,
+    "DOWNLOAD_TIMEOUT": (5, 30),
+    "DOWNLOAD_MAX_DURATION": 600,
 }
 
 # Keys holding a duration accept a number of seconds or a timedelta.
@@ -51,6 +60,8 @@ DURATION_KEYS = frozenset(
         "POLL_WINDOW",
         "STALE_AFTER",
         "HEARTBEAT_MAX_AGE",
+        "DOWNLOAD_RETRY_DELAY",
+        "DOWNLOAD_MAX_DURATION",
     }
 )
 
@@ -181,6 +192,33 @@ class RunwayFeedSettings:
     def ALLOWED_DOWNLOAD_HOSTS(self) -> list[str] | None:
         value = _get("ALLOWED_DOWNLOAD_HOSTS")
         return list(value) if value is not None else None
+
+    @property
+    def DOWNLOAD_ALLOW_HTTP(self) -> bool:
+        return bool(_get("DOWNLOAD_ALLOW_HTTP"))
+
+    @property
+    def DOWNLOAD_ALLOWED_NETWORKS(self) -> list[str]:
+        return [str(network) for network in _get("DOWNLOAD_ALLOWED_NETWORKS") or ()]
+
+    @property
+    def DOWNLOAD_MAX_ATTEMPTS(self) -> int:
+        return int(_get("DOWNLOAD_MAX_ATTEMPTS"))
+
+    @property
+    def DOWNLOAD_RETRY_DELAY(self) -> float:
+        return _seconds("DOWNLOAD_RETRY_DELAY")
+
+    @property
+    def DOWNLOAD_TIMEOUT(self) -> float | tuple[float, float]:
+        value = _get("DOWNLOAD_TIMEOUT")
+        if isinstance(value, list | tuple):
+            return (_as_seconds(value[0]), _as_seconds(value[1]))
+        return _as_seconds(value)
+
+    @property
+    def DOWNLOAD_MAX_DURATION(self) -> float:
+        return _seconds("DOWNLOAD_MAX_DURATION")
 
 
 conf = RunwayFeedSettings()

@@ -71,3 +71,42 @@ class TaskNotVisibleError(APIError, LookupError):
 
 class InvalidResponseError(APIError, ValueError):
     """The response cannot be understood: not JSON, HTML, a redirect, the wrong shape, too big."""
+
+
+class DownloadUnavailable(RunwayFeedError, ValueError):
+    """A result download cannot be queued for this task; the message says why."""
+
+
+class DownloadError(RunwayFeedError):
+    """One attempt to download a result failed. ``retryable`` says whether to try again later.
+
+    ``expired`` marks answers (403/404/410) meaning the URL itself is no longer good: the feed
+    is asked for fresh URLs before the next attempt.
+    """
+
+    retryable = True
+    expired = False
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DownloadRefused(DownloadError, PermissionError):
+    """The URL, an address it resolves to, or the response was refused by a safety rule."""
+
+    retryable = False
+
+
+class DownloadTooLarge(DownloadRefused):
+    """The body went past ``MAX_DOWNLOAD_BYTES``."""
+
+
+class DownloadExpired(DownloadError, LookupError):
+    """The host answered 403, 404 or 410: the URL has probably expired."""
+
+    expired = True

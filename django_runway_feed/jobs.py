@@ -19,3 +19,10 @@ def poll_task(task_pk: int) -> dict[str, Any]:
     if task is None:
         return {}
     return services.poll_task_now(task, due_only=True).as_dict()
+
+
+def download_result(task_pk: int) -> dict[str, Any]:
+    """Run one download attempt of a succeeded task's outputs (queued after commit)."""
+    from .storage import download_result as run_download
+
+    return run_download(task_pk).as_dict()

@@ -61,6 +61,34 @@ def record_transition(
         redeliver_after=now + dt.timedelta(seconds=conf.LEASE_SECONDS),
     )
     transaction.on_commit(partial(dispatch, event.pk), robust=True)
+    if status == Status.SUCCEEDED:
+        from .storage import on_task_succeeded
+
+        on_task_succeeded(task, now=now)
+    return event
+
+
+def record_event(
+    task: RunwayTask, kind: EventKind, message: str, *, payload: Any = None, now: dt.datetime
+) -> TaskEvent:
+    """Write an event that carries a signal (``result_stored``) without a status change.
+
+    Call inside the transaction that made the change; delivered like a transition.
+    """
+    from .conf import conf
+
+    event = TaskEvent.objects.create(
+        task=task,
+        kind=kind,
+        from_status=task.status,
+        to_status=task.status,
+        progress=task.progress,
+        message=message,
+        payload=payload,
+        created_at=now,
+        redeliver_after=now + dt.timedelta(seconds=conf.LEASE_SECONDS),
+    )
+    transaction.on_commit(partial(dispatch, event.pk), robust=True)
     return event
 
 
@@ -106,6 +134,8 @@ def dispatch(event_pk: int) -> bool:
             send(signals.task_succeeded, task=task, event=event)
         elif event.to_status in (Status.FAILED, Status.CANCELLED):
             send(signals.task_failed, task=task, event=event)
+    elif event.kind == EventKind.RESULT_STORED:
+        send(signals.task_result_stored, task=task, event=event)
     TaskEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(
         dispatched_at=timezone.now()
     )

@@ -28,7 +28,8 @@ task_succeeded = Signal()
 # kwargs: task, event. The task reached ``failed`` or ``cancelled`` (see task.failure_code).
 task_failed = Signal()
 
-# kwargs: task. The output was saved to the site's storage.
+# kwargs: task, event (its result_stored TaskEvent). The outputs were saved to the site's storage
+# (RUNWAY_FEED["STORAGE"]); delivered through the outbox, at least once.
 task_result_stored = Signal()
 
 # kwargs: task. An unfinished task became stuck; sent once per task.
