@@ -8,6 +8,9 @@ job would (measured on a sample, since it is linear and would take minutes on al
 Goal 2 (overhead): the same tasks with no added latency. Our polls per second must reach 0.6 x a
 raw loop that only sends the same feed requests over the same pooled session with the same
 concurrency (no database, no parsing). Both are run twice, alternately; the best run counts.
+Goal 1 runs under the default request budget (``MAX_REQUESTS_PER_SECOND`` 200, above the 160/s
+limit); goal 2 measures the poller's own overhead against an unlimited raw loop, so it turns the
+budget off (``None``).
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Goal 2 --------------------------------------------------------------------------
         raw_best = poller_best = 0.0
         with RemoteFakeAPI(latency=0.0, prefix="tput", count=tasks) as api:
-            configure_feed(BASE_URL=api.url)
+            configure_feed(BASE_URL=api.url, MAX_REQUESTS_PER_SECOND=None)
             for _attempt in range(2):
                 now = timezone.now()
                 make_due(now)

@@ -182,8 +182,10 @@ def check_heartbeat(*, now: dt.datetime | None = None) -> list[CheckMessage]:
 
 def check_pause(*, now: dt.datetime | None = None) -> list[CheckMessage]:
     """E010: CometAPI refused the key (401/403) and every worker paused polling."""
+    from .polling import active_pause
+
     now = now or timezone.now()
-    state = PollerState.objects.filter(pk=1, paused_until__gt=now).first()
+    state = active_pause(now)
     if state is None or state.paused_until is None:
         return []
     return [
@@ -340,8 +342,12 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     ).count()
     state = PollerState.objects.filter(pk=1).first()
     last_success = state.last_success_at if state else None
-    paused_until = state.paused_until if state and state.paused_until else None
-    paused = paused_until is not None and paused_until > now
+    # A pause recorded for other settings (the key was changed since) is not in effect.
+    from .polling import active_pause
+
+    pause = active_pause(now)
+    paused_until = pause.paused_until if pause else None
+    paused = paused_until is not None
     problems = evaluate(now=now)
     return {
         "version": REPORT_VERSION,

@@ -16,6 +16,8 @@ made of rounds; each round
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import random
 import secrets
@@ -25,11 +27,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
 from . import outbox
+from .budget import RequestBudget
 from .client import CometAPIClient
 from .conf import conf
 from .exceptions import (
@@ -64,6 +68,9 @@ JITTER = 0.1
 RUNNING_SPACING = 2.0
 USUAL_RUN_SECONDS = 600.0
 LAST_ERROR_CHARS = 2000
+# A round in which at least this many answers, and at least half of them, are 429 is a storm:
+# the whole budget is held (no request for any task) for the longest Retry-After seen.
+STORM_MIN_RATE_LIMITED = 3
 
 _unknown_statuses_logged: set[str] = set()
 
@@ -78,6 +85,8 @@ class PollSummary:
     transitions: int = 0
     errors: int = 0
     paused: bool = False
+    # Rounds the request budget (MAX_REQUESTS_PER_SECOND, or a 429 storm) held back.
+    throttled: int = 0
 
     def add(self, other: PollSummary) -> None:
         self.rounds += other.rounds
@@ -86,6 +95,7 @@ class PollSummary:
         self.transitions += other.transitions
         self.errors += other.errors
         self.paused = self.paused or other.paused
+        self.throttled += other.throttled
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,6 +298,31 @@ def plan_error(task: RunwayTask, error: Exception, *, now: dt.datetime) -> Plan:
     )
 
 
+def settings_fingerprint() -> str:
+    """A keyed hash of ``BASE_URL`` and ``API_KEY``: which settings a pause was recorded for.
+
+    HMAC-SHA256 keyed with ``SECRET_KEY``, truncated: it tells "the key changed" without the
+    database ever holding the key or anything an attacker could test guesses against offline.
+    """
+    message = f"{conf.BASE_URL}\n{conf.API_KEY or ''}".encode()
+    secret = str(getattr(settings, "SECRET_KEY", "")).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def active_pause(now: dt.datetime) -> PollerState | None:
+    """The 401/403 pause in effect for the current settings, or None (read only).
+
+    A pause recorded for another ``BASE_URL``/``API_KEY`` (its fingerprint differs) is not in
+    effect: the site has changed the settings the API refused.
+    """
+    state = PollerState.objects.filter(pk=1, paused_until__gt=now).first()
+    if state is None:
+        return None
+    if state.pause_fingerprint and state.pause_fingerprint != settings_fingerprint():
+        return None
+    return state
+
+
 def _supports_update_from_values() -> bool:
     if connection.vendor == "postgresql":
         return True
@@ -367,8 +402,13 @@ class Poller:
         client: CometAPIClient | None = None,
         clock: Clock | None = None,
         concurrency: int | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.concurrency = concurrency or conf.CONCURRENCY
+        # Wall time by default, whatever ``clock`` says: every worker must agree on it.
+        self.budget = budget or RequestBudget.from_settings()
+        # Seconds until the budget could grant again, after a round it held back.
+        self.budget_retry_in = 0.0
         self._own_client = client is None
         self.client = client or CometAPIClient(pool_size=self.concurrency)
         self.clock: Clock = clock or timezone.now
@@ -468,9 +508,20 @@ class Poller:
             logger.exception("Unexpected error while polling task %s", task_id)
             return exc
 
-    def _queue_fetches(self, tasks: list[RunwayTask]) -> list[Future[FeedSnapshot | Exception]]:
+    def _queue_fetches(
+        self, tasks: list[RunwayTask], *, send: int | None = None
+    ) -> list[Future[FeedSnapshot | Exception]]:
+        """Queue the requests of the first ``send`` tasks (all by default); the rest get NotSent."""
         deadline = self._send_deadline()
-        return [self._executor.submit(self._fetch, str(task.task_id), deadline) for task in tasks]
+        send = len(tasks) if send is None else send
+        futures = [
+            self._executor.submit(self._fetch, str(task.task_id), deadline) for task in tasks[:send]
+        ]
+        for _task in tasks[send:]:
+            unsent: Future[FeedSnapshot | Exception] = Future()
+            unsent.set_result(NotSent())
+            futures.append(unsent)
+        return futures
 
     def fetch(self, tasks: list[RunwayTask]) -> list[FeedSnapshot | Exception]:
         """Ask the feed about ``tasks`` concurrently and wait for every answer."""
@@ -490,9 +541,11 @@ class Poller:
         quiet: list[tuple[RunwayTask, Plan]] = []
         progressed: list[RunwayTask] = []
         refused: Exception | None = None
+        answered = sum(1 for result in results if not isinstance(result, NotSent))
+        limited = [result for result in results if isinstance(result, RateLimitedError)]
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, NotSent):
-                continue  # released below, untouched: the next run polls it
+                continue  # released below, untouched: the next round polls it
             if isinstance(result, AuthenticationError | ForbiddenError):
                 refused = result  # one pause per round, however many tasks saw it
                 continue
@@ -518,6 +571,8 @@ class Poller:
         if refused is not None:
             self._pause(refused, now=now)
             summary.paused = True
+        if len(limited) >= STORM_MIN_RATE_LIMITED and 2 * len(limited) >= answered:
+            self._hold_for_storm(limited)
         self._write_quiet(owner, quiet)
         self._release(owner)
         for task in progressed:
@@ -578,28 +633,54 @@ class Poller:
         # Rows not written this round (a pause, a lost race) become claimable again at once.
         RunwayTask.objects.filter(lease_owner=owner).update(lease_owner="", lease_expires_at=None)
 
+    def _hold_for_storm(self, limited: list[RateLimitedError]) -> None:
+        asked = [error.retry_after for error in limited if error.retry_after is not None]
+        delay = max(asked) if asked else error_backoff(1)
+        self.budget.hold(min(delay, MAX_BACKOFF_SECONDS))
+
     def _pause(self, error: Exception, *, now: dt.datetime) -> None:
         until = now + dt.timedelta(seconds=AUTH_PAUSE_SECONDS)
+        values = {
+            "paused_until": until,
+            "pause_reason": str(error)[:500],
+            "pause_fingerprint": settings_fingerprint(),
+        }
+        # A longer pause for the same settings stands; one for other settings is replaced.
         updated = (
             PollerState.objects.filter(pk=1)
-            .exclude(paused_until__gte=until)
-            .update(paused_until=until, pause_reason=str(error)[:500])
+            .exclude(paused_until__gte=until, pause_fingerprint=values["pause_fingerprint"])
+            .update(**values)
         )
         if not updated:
-            PollerState.objects.get_or_create(
-                pk=1, defaults={"paused_until": until, "pause_reason": str(error)[:500]}
-            )
+            PollerState.objects.get_or_create(pk=1, defaults=values)
         logger.error("CometAPI refused the key; polling paused until %s: %s", until, error)
 
     # -- rounds and runs -----------------------------------------------------------------------
 
     def paused_until(self, now: dt.datetime) -> dt.datetime | None:
-        until = (
-            PollerState.objects.filter(pk=1, paused_until__gt=now)
-            .values_list("paused_until", flat=True)
+        """When the 401/403 pause ends, or None; lifts a pause recorded for other settings."""
+        return self._read_state(now)[0]
+
+    def _read_state(self, now: dt.datetime) -> tuple[dt.datetime | None, float | None]:
+        """(end of the pause in effect, ``budget_tat``), in one query of the shared row."""
+        row = (
+            PollerState.objects.filter(pk=1)
+            .values_list("paused_until", "pause_fingerprint", "budget_tat")
             .first()
         )
-        return until
+        if row is None:
+            return None, None
+        until, fingerprint, tat = row
+        if until is None or until <= now:
+            return None, tat
+        if fingerprint and fingerprint != settings_fingerprint():
+            lifted = PollerState.objects.filter(pk=1, pause_fingerprint=fingerprint).update(
+                paused_until=None, pause_reason="", pause_fingerprint=""
+            )
+            if lifted:
+                logger.warning("RUNWAY_FEED's API_KEY or BASE_URL changed: polling pause lifted")
+            return None, tat
+        return until, tat
 
     def run_round(
         self,
@@ -611,10 +692,13 @@ class Poller:
     ) -> PollSummary:
         """Claim, fetch and apply one batch. Returns what it did."""
         now = self.clock()
-        if not ignore_pause and self.paused_until(now):
+        paused, tat = self._read_state(now)
+        if paused and not ignore_pause:
             return PollSummary(rounds=1, paused=True)
         return self._finish_round(
-            self._start_round(now=now, limit=limit, task_ids=task_ids, due_only=due_only)
+            self._start_round(
+                now=now, limit=limit, task_ids=task_ids, due_only=due_only, budget_tat=tat
+            )
         )
 
     def _start_round(
@@ -624,19 +708,34 @@ class Poller:
         limit: int | None = None,
         task_ids: Iterable[int] | None = None,
         due_only: bool = True,
+        budget_tat: float | None = None,
     ) -> _Round | PollSummary:
-        """Claim a batch and queue its requests on the pool; a summary if nothing was claimed."""
+        """Claim a batch and queue its requests on the pool; a summary if nothing was claimed.
+
+        ``budget_tat`` is the shared budget's state when the caller has just read it.
+        """
         owner = self._new_owner()
-        tasks = self.claim(
-            owner,
-            now=now,
-            limit=limit or conf.BATCH_SIZE,
-            task_ids=task_ids,
-            due_only=due_only,
-        )
+        limit = limit or conf.BATCH_SIZE
+        # The budget governs scheduled rounds; a poll of named tasks (an operator's, a callback's)
+        # is one request someone asked for and is never held back.
+        scheduled = task_ids is None
+        if scheduled:
+            available = self.budget.available(limit, tat=budget_tat)
+            if not available.granted:
+                self.budget_retry_in = available.retry_in
+                return PollSummary(rounds=1, throttled=1)
+            limit = available.granted
+        tasks = self.claim(owner, now=now, limit=limit, task_ids=task_ids, due_only=due_only)
         if not tasks:
             return PollSummary(rounds=1)
-        return _Round(owner, tasks, self._queue_fetches(tasks))
+        send = len(tasks)
+        if scheduled:
+            # Another worker may have spent the budget since the look above: send what is
+            # granted; the rest are released untouched and stay due.
+            grant = self.budget.reserve(len(tasks), tat=budget_tat)
+            send = grant.granted
+            self.budget_retry_in = grant.retry_in
+        return _Round(owner, tasks, self._queue_fetches(tasks, send=send))
 
     def _finish_round(self, started: _Round | PollSummary) -> PollSummary:
         """Wait for a started round's answers and apply them."""
@@ -649,9 +748,10 @@ class Poller:
 
     def _start_round_unless_paused(self) -> _Round | PollSummary:
         now = self.clock()
-        if self.paused_until(now):
+        paused, tat = self._read_state(now)
+        if paused:
             return PollSummary(rounds=1, paused=True)
-        return self._start_round(now=now)
+        return self._start_round(now=now, budget_tat=tat)
 
     def seconds_until_due(self, now: dt.datetime) -> float | None:
         """Seconds until the earliest pollable task is due (0 if one is due), None if none."""
@@ -697,8 +797,14 @@ class Poller:
             if ahead is not None:
                 continue
             remaining = ends - time.monotonic()
-            if remaining <= 0 or (window == 0 and not summary.claimed):
+            if remaining <= 0 or (window == 0 and not summary.claimed and not summary.throttled):
                 break
+            if window == 0 and summary.throttled and self.budget_retry_in > max_idle_sleep:
+                break  # a long hold (a 429 storm): a one-off run does not sit it out
+            if summary.throttled and not summary.claimed:
+                # The budget is spent: wait (briefly) for it rather than spin on the database.
+                sleep(min(max(self.budget_retry_in, 0.01), max_idle_sleep, remaining))
+                continue
             if window == 0 or summary.claimed:
                 continue
             wait = None if summary.paused else self.seconds_until_due(self.clock())
