@@ -61,6 +61,10 @@ STATIC_URL = "static/"
 MEDIA_ROOT = BASE_DIR / "media"
 MEDIA_URL = "media/"
 
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "videos:list"
+LOGOUT_REDIRECT_URL = "login"
+
 Q_CLUSTER = q_cluster_from_env("runway-example")
 
 RUNWAY_FEED = {
@@ -77,5 +81,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
         "django_runway_feed": {"handlers": ["console"], "level": "INFO"},
+        "example_project": {"handlers": ["console"], "level": "INFO"},
     },
 }

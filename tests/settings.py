@@ -19,9 +19,12 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_q",
     "django_runway_feed",
     "tests.testapp",
+    # The example host site, tested under @pytest.mark.urls("example_project.urls").
+    "example_project.videos",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
