@@ -1,0 +1,305 @@
+"""Operator actions on tasks: poll now, resume tracking, stop tracking, resubmit, download.
+
+The admin calls these, and so can a shell, a view or a management command. Each function takes
+rows, decides for each one whether the action applies, changes it with a write that is
+conditional on the state it read (so two operators, or an operator and a worker, acting at the
+same moment never undo each other), writes a ``TaskEvent``, and returns an
+:class:`ActionReport` saying what was done and what was skipped and why.
+
+Permission checks are the caller's job: these functions trust whoever calls them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import outbox, services
+from .client import CometAPIClient
+from .exceptions import RunwayFeedError
+from .models import POLLABLE_STATUSES, EventKind, Route, RunwayTask, TaskEvent
+from .statuses import FailureCode, Status
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+# One manual poll is one request after another (a poll takes the task's lease first, so it is
+# safe next to the workers). Beyond this many the action would hold up the admin's request.
+MAX_POLL_NOW = 25
+# A ``submitting`` row younger than this with no error may still have its create call in
+# flight: stopping or resubmitting it could race that call. Longer than any sane
+# REQUEST_TIMEOUT (5 s + 30 s by default).
+SUBMISSION_IN_FLIGHT = dt.timedelta(minutes=5)
+RESUBMITTABLE_ROUTES = frozenset({Route.GENERATE, Route.VIDEO_TO_VIDEO, Route.ACT_ONE})
+
+# Why a task was skipped. Reports count tasks per reason.
+ALREADY_FINISHED = "already finished"
+NOT_ACCEPTED = "not accepted by CometAPI yet (no task id to poll)"
+TOO_MANY = f"more than {MAX_POLL_NOW} selected at once (poll the rest in another run)"
+BUSY = "being polled by a worker right now, or finished meanwhile"
+NOT_GIVEN_UP = "not given up (only failed tasks with code timeout or not_found can resume)"
+CHANGED = "changed meanwhile (reload the page)"
+IN_FLIGHT = "its create call may still be in flight"
+NO_REQUEST = "no request to send again (a tracked task, or created elsewhere)"
+STILL_RUNNING = "still in progress (stop it first to replace it)"
+
+
+@dataclass
+class ActionReport:
+    """What one action did: the rows it changed (or created) and the ones it skipped, by reason."""
+
+    verb: str
+    done: list[RunwayTask] = field(default_factory=list)
+    skipped: dict[str, list[RunwayTask]] = field(default_factory=dict)
+
+    def skip(self, task: RunwayTask, reason: str) -> None:
+        self.skipped.setdefault(reason, []).append(task)
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(len(tasks) for tasks in self.skipped.values())
+
+    def message(self) -> str:
+        """One sentence for the operator, e.g. ``Stopped 2 tasks. Skipped 1: already finished.``"""
+        parts = [f"{self.verb} {_count(len(self.done))}."]
+        if self.skipped:
+            reasons = "; ".join(
+                f"{len(tasks)} {reason}" if self.skipped_count > 1 else reason
+                for reason, tasks in self.skipped.items()
+            )
+            parts.append(f"Skipped {_count(self.skipped_count)}: {reasons}.")
+        return " ".join(parts)
+
+
+def _count(number: int) -> str:
+    return f"{number} task" if number == 1 else f"{number} tasks"
+
+
+def _by(actor: str) -> str:
+    return f" by {actor}" if actor else ""
+
+
+def poll_now(
+    tasks: Iterable[RunwayTask],
+    *,
+    actor: str = "",
+    client: CometAPIClient | None = None,
+    now: dt.datetime | None = None,
+) -> ActionReport:
+    """Poll each accepted, unfinished task now, ignoring its schedule and any API pause.
+
+    A task is polled only if its lease can be taken, so a worker polling it at that moment
+    wins and the task is skipped. Each polled task gets a ``manual_poll`` event; a status
+    change it found is recorded (and signalled) as usual.
+    """
+    report = ActionReport("Polled")
+    todo: list[RunwayTask] = []
+    for task in tasks:
+        if task.is_finished:
+            report.skip(task, ALREADY_FINISHED)
+        elif task.status not in POLLABLE_STATUSES:
+            report.skip(task, NOT_ACCEPTED)
+        elif len(todo) >= MAX_POLL_NOW:
+            report.skip(task, TOO_MANY)
+        else:
+            todo.append(task)
+    if not todo:
+        return report
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            try:
+                client = stack.enter_context(CometAPIClient(pool_size=1))
+            except RunwayFeedError as exc:  # no API key: say so instead of failing the page
+                for task in todo:
+                    report.skip(task, str(exc))
+                return report
+        for task in todo:
+            before = (task.status, task.progress)
+            summary = services.poll_task_now(task, client=client, now=now)
+            if not summary.claimed:
+                report.skip(task, BUSY)
+                continue
+            task.refresh_from_db()
+            if summary.errors:
+                outcome = "the request failed (see the last error)"
+            elif (task.status, task.progress) == before:
+                outcome = f"no change ({task.status}, {task.progress}%)"
+            else:
+                outcome = f"{before[0]} {before[1]}% -> {task.status} {task.progress}%"
+            outbox.record_note(task, EventKind.MANUAL_POLL, f"Polled now{_by(actor)}: {outcome}.")
+            report.done.append(task)
+    return report
+
+
+def resume_tracking(
+    tasks: Iterable[RunwayTask], *, actor: str = "", now: dt.datetime | None = None
+) -> ActionReport:
+    """Follow given-up tasks again (``failed`` with code ``timeout`` or ``not_found``).
+
+    The one deliberate backward move of a status: ``failed`` -> ``queued``, failure cleared,
+    polled at once. It sends no signal (receivers hear of the next real transition) and writes
+    a ``resumed`` event keeping the old failure. The poller's rules still apply: a task that is
+    still unfinished past ``TASK_TIMEOUT`` (or still invisible past ``NOT_FOUND_GRACE``) is
+    given up again at its next poll, so resume after raising the setting, or to collect a
+    result the provider produced late.
+    """
+    now = now or timezone.now()
+    report = ActionReport("Resumed")
+    for task in tasks:
+        if not task.is_given_up:
+            report.skip(task, NOT_GIVEN_UP)
+            continue
+        with transaction.atomic():
+            updated = RunwayTask.objects.filter(
+                pk=task.pk, status=Status.FAILED, failure_code=task.failure_code
+            ).update(
+                status=Status.QUEUED,
+                failure_code="",
+                fail_reason="",
+                finished_at=None,
+                next_poll_at=now,
+                error_count=0,
+                last_error="",
+                lease_owner="",
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            if not updated:
+                report.skip(task, CHANGED)
+                continue
+            TaskEvent.objects.create(
+                task=task,
+                kind=EventKind.RESUMED,
+                from_status=Status.FAILED,
+                to_status=Status.QUEUED,
+                progress=task.progress,
+                message=(
+                    f"Tracking resumed{_by(actor)}; it had been given up ({task.failure_code})."
+                ),
+                payload={"failure_code": task.failure_code, "fail_reason": task.fail_reason},
+                created_at=now,
+                dispatched_at=now,  # a note: no signal to deliver
+            )
+        report.done.append(task)
+    return report
+
+
+def stop_tracking(
+    tasks: Iterable[RunwayTask], *, actor: str = "", now: dt.datetime | None = None
+) -> ActionReport:
+    """Stop following unfinished tasks: ``cancelled`` with code ``stopped`` (a local cancel).
+
+    CometAPI documents no cancel route, so nothing is sent: the task may still run, and be
+    billed, at the provider. The change is an ordinary transition, so ``task_status_changed``
+    and ``task_failed`` are sent after commit. Finished tasks are never touched.
+    """
+    now = now or timezone.now()
+    report = ActionReport("Stopped")
+    for task in tasks:
+        if task.is_finished:
+            report.skip(task, ALREADY_FINISHED)
+            continue
+        if _may_be_in_flight(task, now):
+            report.skip(task, IN_FLIGHT)
+            continue
+        reason = (
+            f"Stopped{_by(actor)}: no longer tracked. CometAPI has no cancel route, so the task "
+            "may still run (and be billed) at the provider."
+        )
+        previous = task.status
+        with transaction.atomic():
+            updated = RunwayTask.objects.filter(pk=task.pk, status=previous).update(
+                status=Status.CANCELLED,
+                failure_code=FailureCode.STOPPED,
+                fail_reason=reason,
+                finished_at=now,
+                next_poll_at=None,
+                # A poll in flight writes only while it holds the lease: dropping the lease
+                # discards its answer.
+                lease_owner="",
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            if not updated:
+                report.skip(task, CHANGED)
+                continue
+            outbox.record_transition(
+                task,
+                previous=previous,
+                status=Status.CANCELLED,
+                progress=task.progress,
+                message=reason,
+                now=now,
+            )
+        report.done.append(task)
+    return report
+
+
+def resubmit(
+    tasks: Iterable[RunwayTask],
+    *,
+    actor: str = "",
+    client: CometAPIClient | None = None,
+    now: dt.datetime | None = None,
+) -> ActionReport:
+    """Create a new task with the same route, request, host object and metadata as each one.
+
+    The new row's ``resubmitted_from`` is the old one, and the old one gets a ``resubmitted``
+    event naming the new row. ``report.done`` holds the new rows. A double click (or two
+    operators at once) creates one new task, not two: the idempotency key is derived from the
+    number of times the task was resubmitted before.
+    """
+    now = now or timezone.now()
+    report = ActionReport("Resubmitted")
+    for task in tasks:
+        if task.route not in RESUBMITTABLE_ROUTES or not task.request:
+            report.skip(task, NO_REQUEST)
+            continue
+        if task.status in POLLABLE_STATUSES:
+            report.skip(task, STILL_RUNNING)
+            continue
+        if _may_be_in_flight(task, now):
+            report.skip(task, IN_FLIGHT)
+            continue
+        previous_resubmissions = _resubmitted_events(task).count()
+        try:
+            new = services.submit_task(
+                task.route,
+                dict(task.request),
+                content_object=task.content_object,
+                metadata=dict(task.metadata or {}),
+                idempotency_key=f"resubmit:{task.pk}:{previous_resubmissions + 1}",
+                client=client,
+                resubmitted_from=task,
+            )
+        except RunwayFeedError as exc:
+            report.skip(task, str(exc))
+            continue
+        # Two clicks at once share the key and get the same new row: one event for it.
+        if not _resubmitted_events(task).filter(payload__task=new.pk).exists():
+            outbox.record_note(
+                task,
+                EventKind.RESUBMITTED,
+                f"Resubmitted{_by(actor)} as task #{new.pk} ({new.status}).",
+                payload={"task": new.pk},
+            )
+        report.done.append(new)
+    return report
+
+
+def _resubmitted_events(task: RunwayTask) -> QuerySet[TaskEvent]:
+    return TaskEvent.objects.filter(task=task, kind=EventKind.RESUBMITTED)
+
+
+def _may_be_in_flight(task: RunwayTask, now: dt.datetime) -> bool:
+    return (
+        task.status == Status.SUBMITTING
+        and not task.last_error
+        and task.created_at > now - SUBMISSION_IN_FLIGHT
+    )
