@@ -53,7 +53,7 @@ from .exceptions import (
     DownloadUnavailable,
     RunwayFeedError,
 )
-from .models import DownloadStatus, EventKind, RunwayTask
+from .models import DownloadStatus, EventKind, RunwayTask, RunwayTaskQuerySet
 from .statuses import Status
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,27 @@ def queue_download(task: RunwayTask, *, force: bool = False, reason: str = "") -
     downloads are off, the task has not succeeded, has no output URL, is already stored (unless
     ``force``), or is being downloaded right now.
     """
+    _mark_pending(task, force=force, reason=reason or "Download queued.", enqueue=True)
+
+
+def download_now(task: RunwayTask, *, force: bool = False) -> DownloadOutcome:
+    """Run one download attempt of ``task`` in this process (the ``runway_download`` command).
+
+    Refuses like :func:`queue_download`. A failed attempt is recorded (and retried by the
+    scheduled run) exactly as the job's would be.
+    """
+    _mark_pending(task, force=force, reason="Download started by hand.", enqueue=False)
+    return download_result(task.pk)
+
+
+def missing_downloads() -> RunwayTaskQuerySet:
+    """Succeeded tasks whose outputs are not stored (none yet, pending, or failed)."""
+    return RunwayTask.objects.filter(status=Status.SUCCEEDED).exclude(
+        download_status=DownloadStatus.STORED
+    )
+
+
+def _mark_pending(task: RunwayTask, *, force: bool, reason: str, enqueue: bool) -> None:
     problem = unavailable_reason(task, force=force)
     if problem:
         raise DownloadUnavailable(problem)
@@ -133,7 +154,7 @@ def queue_download(task: RunwayTask, *, force: bool = False, reason: str = "") -
             download_status=DownloadStatus.PENDING,
             download_attempts=0,
             download_error="",
-            download_retry_at=now,
+            download_retry_at=None,
             updated_at=now,
         ):
             task.refresh_from_db()
@@ -142,8 +163,9 @@ def queue_download(task: RunwayTask, *, force: bool = False, reason: str = "") -
                 or f"Task {task} changed meanwhile; try again."
             )
         task.refresh_from_db()
-        outbox.record_note(task, EventKind.DOWNLOAD_QUEUED, reason or "Download queued.")
-        transaction.on_commit(partial(_enqueue, task.pk), robust=True)
+        outbox.record_note(task, EventKind.DOWNLOAD_QUEUED, reason)
+        if enqueue:
+            transaction.on_commit(partial(_enqueue, task.pk), robust=True)
 
 
 def on_task_succeeded(task: RunwayTask, *, now: dt.datetime) -> None:
@@ -161,7 +183,8 @@ def on_task_succeeded(task: RunwayTask, *, now: dt.datetime) -> None:
             download_status=DownloadStatus.PENDING,
             download_attempts=0,
             download_error="",
-            download_retry_at=now,
+            # None is "due now" whatever clock the caller runs on.
+            download_retry_at=None,
         )
     )
     if marked:
@@ -177,13 +200,10 @@ def queue_due_downloads(*, now: dt.datetime | None = None, limit: int = DUE_BATC
         return 0
     now = now or timezone.now()
     due = list(
-        RunwayTask.objects.filter(
-            status=Status.SUCCEEDED,
-            download_status=DownloadStatus.PENDING,
-            download_retry_at__lte=now,
-        )
+        RunwayTask.objects.filter(status=Status.SUCCEEDED, download_status=DownloadStatus.PENDING)
+        .filter(Q(download_retry_at__isnull=True) | Q(download_retry_at__lte=now))
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
-        .order_by("download_retry_at")
+        .order_by(F("download_retry_at").asc(nulls_first=True))
         .values_list("pk", flat=True)[:limit]
     )
     for pk in due:

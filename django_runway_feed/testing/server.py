@@ -14,6 +14,7 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import random
 import socket
 import socketserver
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -43,10 +44,12 @@ from .tasks import (
     TASK_NOT_EXIST_BODY,
     TERMINAL_PHASES,
     FakeTask,
+    check_signed_query,
     feed_payload,
     legacy_record,
     output_bytes,
     parse_output_name,
+    signed_query,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,20 @@ class FeedCall:
 
     task_id: str | None
     at: float
+    status_code: int
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """One request for an output file (``GET /outputs/...``).
+
+    ``headers`` holds every request header, names lower-cased, except that the value of an
+    ``authorization`` header is replaced by ``"<redacted>"`` (its presence is what tests check).
+    ``status_code`` is the HTTP status answered.
+    """
+
+    path: str
+    headers: dict[str, str]
     status_code: int
 
 
@@ -174,6 +191,9 @@ class FakeCometAPI:
       gateway's) or 200 (COMETAPI.md: accept both).
     - ``callbacks``: when True, a background thread POSTs the legacy record to each finished
       task's ``callback_url`` once (see :meth:`deliver_callbacks`).
+    - ``output_url_ttl``: when set (seconds), output URLs are signed and expire that long after
+      the feed answer that handed them out (403 afterwards, as a CDN does); each feed answer
+      gives fresh URLs. None: plain URLs that never expire.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -192,6 +212,7 @@ class FakeCometAPI:
         create_style: str = "documented",
         task_not_exist_status: int = 400,
         callbacks: bool = False,
+        output_url_ttl: float | None = None,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be between 0 and 1; got {fault_rate!r}.")
@@ -212,6 +233,8 @@ class FakeCometAPI:
         self.create_style = create_style
         self.task_not_exist_status = task_not_exist_status
         self.callbacks = callbacks
+        self.output_url_ttl = output_url_ttl
+        self._url_secret = uuid.uuid4().bytes
         # One lock guards all shared state below; it is never held while sleeping or doing I/O.
         self._lock = threading.Lock()
         self._server: _FakeHTTPServer | None = None
@@ -231,6 +254,7 @@ class FakeCometAPI:
         self._create_requests: list[CreateRequest] = []
         self._callbacks_claimed: set[str] = set()
         self._callback_deliveries: list[CallbackDelivery] = []
+        self._output_requests: list[OutputRequest] = []
         self._rng = random.Random(self.seed)
         # Requests in flight during a reset() still leave, so the count itself is kept.
         self._max_concurrent_requests = getattr(self, "_active_requests", 0)
@@ -440,7 +464,24 @@ class FakeCometAPI:
 
         Raises KeyError for an unknown id; an invisible task gives the ``task_not_exist`` body.
         """
-        return feed_payload(self._task(task_id), self.now(), base_url=self._base_url())
+        task, now = self._task(task_id), self.now()
+        return feed_payload(
+            task, now, base_url=self._base_url(), url_query=self._url_query(task.task_id, now)
+        )
+
+    def output_requests(self, task_id: str | None = None) -> list[OutputRequest]:
+        """Requests for output files so far (for one task when ``task_id`` is given)."""
+        with self._lock:
+            requests_ = list(self._output_requests)
+        if task_id is None:
+            return requests_
+        prefix = f"{OUTPUTS_PREFIX}{task_id}"
+        return [r for r in requests_ if r.path.startswith(prefix)]
+
+    def _url_query(self, task_id: str, now: float) -> str:
+        if self.output_url_ttl is None:
+            return ""
+        return signed_query(self._url_secret, task_id, math.ceil(now + self.output_url_ttl))
 
     def _task(self, task_id: str) -> FakeTask:
         with self._lock:
@@ -471,7 +512,9 @@ class FakeCometAPI:
             self._callbacks_claimed.update(task.task_id for task in due)
         deliveries = []
         for task in due:
-            body = legacy_record(task, now, base_url=self._base_url())
+            body = legacy_record(
+                task, now, base_url=self._base_url(), url_query=self._url_query(task.task_id, now)
+            )
             try:
                 response = requests.post(
                     task.callback_url, json=body, timeout=5, allow_redirects=False
@@ -539,7 +582,10 @@ class FakeCometAPI:
             task = self._tasks.get(task_id)
         if task is None:
             return self.task_not_exist_status, dict(TASK_NOT_EXIST_BODY)
-        payload = feed_payload(task, self.now(), base_url=self._base_url())
+        now = self.now()
+        payload = feed_payload(
+            task, now, base_url=self._base_url(), url_query=self._url_query(task_id, now)
+        )
         if payload.get("code") == "task_not_exist":
             return self.task_not_exist_status, payload
         return 200, payload
@@ -820,11 +866,34 @@ class _Handler(BaseHTTPRequestHandler):
         if method not in ("GET", "HEAD"):
             self._send_method_not_allowed(allow="GET, HEAD")
             return
+        fake = self.fake
+        headers = {
+            key.lower(): "<redacted>" if key.lower() == "authorization" else value
+            for key, value in self.headers.items()
+        }
+
+        def record(status: int) -> None:
+            with fake._lock:
+                fake._output_requests.append(OutputRequest(self.path, headers, status))
+
+        self._record_status = record
         parsed = parse_output_name(name)
-        if parsed is None or not self.fake._has_task(parsed[0]):
+        if parsed is None or not fake._has_task(parsed[0]):
             self._send_html(404, "404 Not Found")
             return
         task_id, suffix, content_type = parsed
+        if fake.output_url_ttl is not None:
+            query = parse_qs(urlsplit(self.path).query)
+            problem = check_signed_query(
+                fake._url_secret,
+                task_id,
+                next(iter(query.get("expires", [])), None),
+                next(iter(query.get("signature", [])), None),
+                fake.now(),
+            )
+            if problem:
+                self._send(403, problem.encode(), "text/plain")
+                return
         self._send(200, output_bytes(task_id, suffix), content_type)
 
     def _authorized(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import math
 import struct
 import zlib
@@ -123,10 +124,17 @@ class FakeTask:
             self.phase_at(now) == SUCCEEDED and now >= self.finished_at + self.script.output_delay
         )
 
-    def output_urls(self, base_url: str) -> tuple[str, str, str]:
-        """The video, poster and last-frame URLs, served by the fake server itself."""
+    def output_urls(self, base_url: str, query: str = "") -> tuple[str, str, str]:
+        """The video, poster and last-frame URLs, served by the fake server itself.
+
+        ``query`` (``?expires=...&signature=...`` when the server's URLs expire) is appended.
+        """
         prefix = f"{base_url}/outputs/{self.task_id}"
-        return f"{prefix}.mp4", f"{prefix}-poster.png", f"{prefix}-last.png"
+        return (
+            f"{prefix}.mp4{query}",
+            f"{prefix}-poster.png{query}",
+            f"{prefix}-last.png{query}",
+        )
 
     def run_fraction(self, now: float) -> float:
         if self.script.progress_style == "coarse":
@@ -147,8 +155,13 @@ class FakeTask:
         return min(99, math.floor(self.run_fraction(now) * 100 + 1e-9))
 
 
-def feed_payload(task: FakeTask, now: float, *, base_url: str) -> dict[str, Any]:
-    """The body ``POST /runway/feed`` answers for ``task`` at ``now``, in the script's shape."""
+def feed_payload(
+    task: FakeTask, now: float, *, base_url: str, url_query: str = ""
+) -> dict[str, Any]:
+    """The body ``POST /runway/feed`` answers for ``task`` at ``now``, in the script's shape.
+
+    ``url_query`` is appended to every output URL (signed, expiring URLs).
+    """
     phase = task.phase_at(now)
     if phase == INVISIBLE:
         return dict(TASK_NOT_EXIST_BODY)
@@ -161,20 +174,22 @@ def feed_payload(task: FakeTask, now: float, *, base_url: str) -> dict[str, Any]
         return {
             "code": "success",
             "message": "",
-            "data": _legacy_data(task, now, wrapper_time, base_url),
+            "data": _legacy_data(task, now, wrapper_time, base_url, url_query),
         }
-    data = _gateway_data(task, now, wrapper_time, base_url)
+    data = _gateway_data(task, now, wrapper_time, base_url, url_query)
     if task.script.shape == "bare":
         return data
     return {"code": "success", "message": "", "data": data}
 
 
-def legacy_record(task: FakeTask, now: float, *, base_url: str) -> dict[str, Any]:
+def legacy_record(
+    task: FakeTask, now: float, *, base_url: str, url_query: str = ""
+) -> dict[str, Any]:
     """The legacy record (older pages and the callback body): digit status, ``video_url`` ..."""
     phase = task.phase_at(now)
     video = poster = last_frame = None
     if task.outputs_ready(now):
-        video, poster, last_frame = task.output_urls(base_url)
+        video, poster, last_frame = task.output_urls(base_url, url_query)
     message = None
     if phase == FAILED:
         message = task.script.failure
@@ -211,11 +226,13 @@ def _wrapper_fields(task: FakeTask, wrapper_time: float) -> dict[str, Any]:
     }
 
 
-def _gateway_data(task: FakeTask, now: float, wrapper_time: float, base_url: str) -> dict[str, Any]:
+def _gateway_data(
+    task: FakeTask, now: float, wrapper_time: float, base_url: str, url_query: str
+) -> dict[str, Any]:
     data = _wrapper_fields(task, wrapper_time)
     location = task.script.output_location
     wrapper_has_output = task.phase_at(wrapper_time) == SUCCEEDED and task.outputs_ready(now)
-    video = task.output_urls(base_url)[0]
+    video = task.output_urls(base_url, url_query)[0]
     if wrapper_has_output and location == "fail_reason":
         data["fail_reason"] = video
     # Key order follows the documented example, with result_url where the English page lists it.
@@ -226,11 +243,11 @@ def _gateway_data(task: FakeTask, now: float, wrapper_time: float, base_url: str
             ordered["result_url"] = video
     if wrapper_has_output and location == "video_url":
         ordered["video_url"] = video
-    ordered["data"] = _runway_task(task, now, base_url)
+    ordered["data"] = _runway_task(task, now, base_url, url_query)
     return ordered
 
 
-def _runway_task(task: FakeTask, now: float, base_url: str) -> dict[str, Any]:
+def _runway_task(task: FakeTask, now: float, base_url: str, url_query: str) -> dict[str, Any]:
     """Runway's own task object, as the gateway nests it in ``data.data``."""
     phase = task.phase_at(now)
     inner: dict[str, Any] = {
@@ -244,7 +261,7 @@ def _runway_task(task: FakeTask, now: float, base_url: str) -> dict[str, Any]:
         inner["failure"] = task.script.failure
         inner["failureCode"] = task.script.failure_code
     elif task.outputs_ready(now):
-        video, poster, last_frame = task.output_urls(base_url)
+        video, poster, last_frame = task.output_urls(base_url, url_query)
         if task.script.output_location == "inner_output":
             inner["output"] = [video]
         elif task.script.output_location == "legacy_video_url":
@@ -252,12 +269,14 @@ def _runway_task(task: FakeTask, now: float, base_url: str) -> dict[str, Any]:
     return inner
 
 
-def _legacy_data(task: FakeTask, now: float, wrapper_time: float, base_url: str) -> dict[str, Any]:
+def _legacy_data(
+    task: FakeTask, now: float, wrapper_time: float, base_url: str, url_query: str
+) -> dict[str, Any]:
     data = _wrapper_fields(task, wrapper_time)
     data["status"] = _LEGACY_STATUS[task.phase_at(wrapper_time)]
     # Legacy rows carry the reason in the record's ``msg``, not in the wrapper.
     data["fail_reason"] = ""
-    data["data"] = legacy_record(task, now, base_url=base_url)
+    data["data"] = legacy_record(task, now, base_url=base_url, url_query=url_query)
     return data
 
 
@@ -329,3 +348,25 @@ def _png(seed: bytes) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
+
+
+def signed_query(secret: bytes, task_id: str, expires: int) -> str:
+    """The query string of an expiring output URL: ``?expires=<epoch>&signature=<hmac>``."""
+    return f"?expires={expires}&signature={_signature(secret, task_id, expires)}"
+
+
+def check_signed_query(
+    secret: bytes, task_id: str, expires: str | None, signature: str | None, now: float
+) -> str:
+    """``""`` when an output request's query is valid at ``now``, else why not (403 body)."""
+    if not expires or not signature or not expires.isdigit():
+        return "Missing expires or signature."
+    if not hmac.compare_digest(signature, _signature(secret, task_id, int(expires))):
+        return "Signature does not match."
+    if now > int(expires):
+        return "Request has expired."
+    return ""
+
+
+def _signature(secret: bytes, task_id: str, expires: int) -> str:
+    return hmac.new(secret, f"{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
