@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
@@ -51,6 +52,7 @@ from .statuses import TERMINAL_STATUSES, FailureCode, Status, is_forward
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+T = TypeVar("T")
 
 # A wrapper that says "success" before any output URL is visible is believed only after this
 # long: the URL usually follows within a poll or two (COMETAPI.md, "Status vocabularies").
@@ -384,6 +386,10 @@ def _bulk_write(owner: str, tasks: list[RunwayTask], names: list[str]) -> None:
             )
 
 
+def _empty_round() -> _Round | PollSummary:
+    return PollSummary(rounds=1)
+
+
 @dataclass
 class _Round:
     """A claimed batch whose requests are queued on the pool."""
@@ -409,6 +415,7 @@ class Poller:
         self.budget = budget or RequestBudget.from_settings()
         # Seconds until the budget could grant again, after a round it held back.
         self.budget_retry_in = 0.0
+        self.database_errors = 0
         self._own_client = client is None
         self.client = client or CometAPIClient(pool_size=self.concurrency)
         self.clock: Clock = clock or timezone.now
@@ -692,14 +699,34 @@ class Poller:
     ) -> PollSummary:
         """Claim, fetch and apply one batch. Returns what it did."""
         now = self.clock()
-        paused, tat = self._read_state(now)
-        if paused and not ignore_pause:
-            return PollSummary(rounds=1, paused=True)
-        return self._finish_round(
-            self._start_round(
-                now=now, limit=limit, task_ids=task_ids, due_only=due_only, budget_tat=tat
+
+        def one_round() -> PollSummary:
+            paused, tat = self._read_state(now)
+            if paused and not ignore_pause:
+                return PollSummary(rounds=1, paused=True)
+            return self._finish_round(
+                self._start_round(
+                    now=now, limit=limit, task_ids=task_ids, due_only=due_only, budget_tat=tat
+                )
             )
-        )
+
+        return self._guarded(one_round, PollSummary(rounds=1))
+
+    def _guarded(self, step: Callable[[], T], fallback: T) -> T:
+        """Run one database step of a round; a lost or locked database gives ``fallback``.
+
+        The connection is closed so the next step opens a fresh one (after a dropped connection
+        or a restarted server). Rows claimed by a round whose writes failed stay leased until
+        their lease expires, then any worker polls them again.
+        """
+        try:
+            return step()
+        except (OperationalError, InterfaceError) as exc:
+            self.database_errors += 1
+            logger.warning("Database error in a poll round, treated as an empty round: %s", exc)
+            if not connection.in_atomic_block:
+                connection.close()
+            return fallback
 
     def _start_round(
         self,
@@ -784,19 +811,24 @@ class Poller:
         ends = time.monotonic() + (window or conf.POLL_WINDOW)
         self.stop_sending_at = ends
         total = PollSummary()
-        outbox.sweep(now=self.clock())
+        self._guarded(lambda: outbox.sweep(now=self.clock()), 0)
         ahead: _Round | None = None
         while True:
-            current = ahead or self._start_round_unless_paused()
+            database_errors = self.database_errors
+            current = ahead or self._guarded(self._start_round_unless_paused, _empty_round())
             ahead = None
             if isinstance(current, _Round) and time.monotonic() < ends:
-                following = self._start_round_unless_paused()
+                following = self._guarded(self._start_round_unless_paused, _empty_round())
                 ahead = following if isinstance(following, _Round) else None
-            summary = self._finish_round(current)
+            summary = self._guarded(partial(self._finish_round, current), PollSummary(rounds=1))
             total.add(summary)
             if ahead is not None:
                 continue
             remaining = ends - time.monotonic()
+            if self.database_errors > database_errors and remaining > 0:
+                # Give a restarting database (or a busy SQLite writer) a moment.
+                sleep(min(max_idle_sleep, remaining))
+                continue
             if remaining <= 0 or (window == 0 and not summary.claimed and not summary.throttled):
                 break
             if window == 0 and summary.throttled and self.budget_retry_in > max_idle_sleep:
@@ -807,11 +839,15 @@ class Poller:
                 continue
             if window == 0 or summary.claimed:
                 continue
-            wait = None if summary.paused else self.seconds_until_due(self.clock())
+            wait = (
+                None
+                if summary.paused
+                else self._guarded(lambda: self.seconds_until_due(self.clock()), None)
+            )
             wait = max_idle_sleep if wait is None else min(max(wait, 0.2), max_idle_sleep)
             sleep(min(wait, remaining))
         self.stop_sending_at = None
-        record_heartbeat(total, now=self.clock())
+        self._guarded(lambda: record_heartbeat(total, now=self.clock()), None)
         return total
 
 
