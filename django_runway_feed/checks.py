@@ -64,6 +64,13 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or (isinstance(v, list | tuple) and all(isinstance(h, str) for h in v)),
         "None or a list of host names",
     ),
+    "DOWNLOAD_ALLOW_HTTP": (lambda v: isinstance(v, bool), "True or False"),
+    "DOWNLOAD_ALLOWED_NETWORKS": (
+        lambda v: isinstance(v, list | tuple) and all(isinstance(n, str) for n in v),
+        "a list of networks such as '10.0.0.0/8'",
+    ),
+    "DOWNLOAD_MAX_ATTEMPTS": (_is_positive_int, "a positive integer"),
+    "DOWNLOAD_TIMEOUT": (_is_timeout, "a positive number of seconds or a (connect, read) pair"),
     **{key: (_is_duration, "a positive number of seconds or a timedelta") for key in DURATION_KEYS},
 }
 
@@ -147,6 +154,48 @@ def check_settings(
             )
         )
     messages.extend(_check_cluster())
+    messages.extend(_check_downloads(raw))
+    return messages
+
+
+def _check_downloads(raw: dict[str, Any]) -> list[CheckMessage]:
+    import ipaddress
+
+    messages: list[CheckMessage] = []
+    if conf.DOWNLOAD_RESULTS or "STORAGE" in raw:
+        configured = getattr(settings, "STORAGES", None) or {}
+        if conf.STORAGE not in configured:
+            messages.append(
+                Error(
+                    f"RUNWAY_FEED['STORAGE'] is {conf.STORAGE!r}, which is not a key of STORAGES.",
+                    hint="Name one of: " + ", ".join(repr(alias) for alias in configured)
+                    if configured
+                    else "Add the alias to STORAGES.",
+                    id=f"{ID}.E020",
+                )
+            )
+    for network in conf.DOWNLOAD_ALLOWED_NETWORKS:
+        try:
+            parsed = ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            messages.append(
+                Error(
+                    f"RUNWAY_FEED['DOWNLOAD_ALLOWED_NETWORKS'] has {network!r}, which is not an "
+                    "IP network.",
+                    hint="Write networks like '10.20.0.0/16' or single addresses like '10.0.0.5'.",
+                    id=f"{ID}.E021",
+                )
+            )
+            continue
+        if parsed.prefixlen == 0:
+            messages.append(
+                Warning(
+                    f"RUNWAY_FEED['DOWNLOAD_ALLOWED_NETWORKS'] has {network!r}, which allows "
+                    "every address: result downloads could reach your internal services.",
+                    hint="List only the networks of the storage hosts you trust.",
+                    id=f"{ID}.W020",
+                )
+            )
     return messages
 
 

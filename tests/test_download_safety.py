@@ -477,3 +477,69 @@ def test_a_failing_poster_leaves_no_file_in_storage(target, settings, tmp_path: 
     assert task.status == "succeeded"
     assert "content type 'text/html' is not image/*" in task.download_error
     assert TaskEvent.objects.filter(task=task, kind=EventKind.DOWNLOAD_FAILED).count() == 1
+
+
+# -- system checks for the download settings ------------------------------------------------------
+
+
+def download_check_messages() -> list[Any]:
+    from django.core.checks import run_checks
+
+    return [
+        m
+        for m in run_checks()
+        if m.id and m.id.startswith("django_runway_feed.") and m.id[-2] == "2"
+    ]
+
+
+def test_check_unknown_storage_alias(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "DOWNLOAD_RESULTS": True, "STORAGE": "videos"}
+
+    (message,) = download_check_messages()
+
+    assert message.id == "django_runway_feed.E020"
+    assert message.msg == "RUNWAY_FEED['STORAGE'] is 'videos', which is not a key of STORAGES."
+    assert message.hint.startswith("Name one of: 'default'")
+
+
+def test_check_bad_and_too_wide_networks(settings):
+    settings.RUNWAY_FEED = {
+        "API_KEY": "k",
+        "DOWNLOAD_ALLOWED_NETWORKS": ["10.0.0.0/8", "not-a-network", "0.0.0.0/0"],
+    }
+
+    messages = download_check_messages()
+
+    assert [m.id for m in messages] == ["django_runway_feed.E021", "django_runway_feed.W020"]
+    assert "'not-a-network', which is not an IP network" in messages[0].msg
+    assert "'0.0.0.0/0', which allows every address" in messages[1].msg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("DOWNLOAD_ALLOW_HTTP", "yes"),
+        ("DOWNLOAD_ALLOWED_NETWORKS", "10.0.0.0/8"),
+        ("DOWNLOAD_MAX_ATTEMPTS", 0),
+        ("DOWNLOAD_TIMEOUT", (5,)),
+        ("DOWNLOAD_RETRY_DELAY", -1),
+    ],
+)
+def test_check_download_setting_types(settings, key, value):
+    from django.core.checks import run_checks
+
+    settings.RUNWAY_FEED = {"API_KEY": "k", key: value}
+
+    messages = [m for m in run_checks() if m.id == "django_runway_feed.E002"]
+    assert [m.msg.split(" must ")[0] for m in messages] == [f"RUNWAY_FEED['{key}']"]
+
+
+def test_valid_download_settings_pass_the_checks(settings):
+    settings.RUNWAY_FEED = {
+        "API_KEY": "k",
+        "DOWNLOAD_RESULTS": True,
+        "STORAGE": "default",
+        "DOWNLOAD_ALLOWED_NETWORKS": ["10.20.0.0/16"],
+    }
+
+    assert download_check_messages() == []
