@@ -287,7 +287,8 @@ def mark_stale_tasks(*, now: dt.datetime | None = None, limit: int = STALE_BATCH
 
 
 def run_maintenance(*, now: dt.datetime | None = None) -> None:
-    """After a poll run: mark stuck tasks, and prune one batch when PRUNE_AFTER_DAYS is set.
+    """After a poll run: mark stuck tasks, prune one batch when PRUNE_AFTER_DAYS is set, and
+    queue the result downloads whose retry time has come (DOWNLOAD_RESULTS).
 
     A failure here is logged, never raised: the poll run it follows has already done its work
     and must not be reported (or retried by django-q2) as failed.
@@ -305,6 +306,13 @@ def run_maintenance(*, now: dt.datetime | None = None) -> None:
             prune_finished_tasks(days=days, max_batches=1, now=now)
         except Exception:
             logger.exception("Pruning finished Runway tasks failed")
+    try:
+        from .storage import queue_due_downloads
+
+        # Real time, not the run's clock: the download job checks due-ness against it too.
+        queue_due_downloads()
+    except Exception:
+        logger.exception("Queuing due result downloads failed")
 
 
 # -- the status report ---------------------------------------------------------------------------

@@ -412,3 +412,22 @@ def test_command_unknown_task_and_no_arguments_are_clear_errors(downloads):
         call_command("runway_download", "--task", "nope")
     with pytest.raises(CommandError, match="Give --task ID or --missing"):
         call_command("runway_download")
+
+
+def test_the_scheduled_poll_run_queues_due_download_retries(api, clock, now_of, downloads, media):
+    from django_runway_feed import services
+
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    downloads["DOWNLOAD_RESULTS"] = True
+    RunwayTask.objects.filter(pk=task.pk).update(
+        download_status=DownloadStatus.PENDING,
+        download_attempts=1,
+        download_retry_at=timezone.now() - dt.timedelta(seconds=1),
+    )
+
+    services.poll_due_tasks(window=0)
+
+    task.refresh_from_db()
+    assert task.download_status == DownloadStatus.STORED
+    assert task.download_attempts == 2
