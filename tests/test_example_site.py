@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.base import ContentFile
@@ -12,6 +18,7 @@ from django_runway_feed.models import RunwayTask, TaskEvent
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import TaskScript
 from example_project.videos.models import Notification
+from example_project.videos.supervisor import Supervisor, group_alive
 from example_project.videos.views import task_state
 from tests.testapp.models import Product
 
@@ -315,3 +322,121 @@ def test_video_list_escapes_the_prompt(alice_client, alice, api):
 
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# -- make serve's process supervisor -----------------------------------------------------------
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+# Starts a grandchild in the same process group and prints its pid.
+PARENT_OF_SLEEPER = [
+    sys.executable,
+    "-c",
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(600)\n",
+]
+
+
+def process_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(condition, limit: float = 30.0) -> bool:
+    """Poll ``condition`` until true or ``limit`` seconds pass (a bound, not a measurement)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_supervisor_stop_ends_children_and_their_children():
+    with Supervisor(log=lambda line: None) as supervisor:
+        parent = supervisor.start("parent", PARENT_OF_SLEEPER, stdout=subprocess.PIPE)
+        supervisor.start("sleeper", SLEEPER)
+        grandchild = int(parent.stdout.readline())
+        assert process_running(grandchild)
+
+    assert all(child.process.returncode is not None for child in supervisor.children)
+    assert not process_running(grandchild)
+    assert not any(group_alive(child.process.pid) for child in supervisor.children)
+
+
+def test_supervisor_wait_reports_a_child_that_exits():
+    with Supervisor(log=lambda line: None) as supervisor:
+        supervisor.start("sleeper", SLEEPER)
+        supervisor.start("broken", [sys.executable, "-c", "raise SystemExit(3)"])
+
+        outcome = supervisor.wait()
+        dead = supervisor.exited()
+
+    assert outcome == "exited"
+    assert (dead.name, dead.process.returncode) == ("broken", 3)
+    assert supervisor.children[0].process.returncode == -signal.SIGTERM
+
+
+def test_supervisor_wait_returns_on_sigterm_and_restores_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    with Supervisor(log=lambda line: None) as supervisor:
+        supervisor.start("sleeper", SLEEPER)
+        # What `kill <pid>` (or Ctrl-C, with SIGINT) does to `make serve`.
+        signaller = (
+            "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(600)"
+        )
+        supervisor.start("signaller", [sys.executable, "-c", signaller])
+
+        outcome = supervisor.wait()
+
+    assert supervisor.stop_signal == signal.SIGTERM
+    assert outcome == "signal"
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert supervisor.children[0].process.returncode == -signal.SIGTERM
+
+
+def test_supervisor_kills_a_child_that_ignores_sigterm():
+    lines: list[str] = []
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n",
+    ]
+    with Supervisor(log=lines.append, grace=0.5) as supervisor:
+        child = supervisor.start("stubborn", stubborn, stdout=subprocess.PIPE)
+        assert child.stdout.readline() == b"ready\n"
+
+    assert child.returncode == -signal.SIGKILL
+    assert lines == ["stubborn still busy after 0.5 s; killing it."]
+
+
+def test_supervisor_children_stop_when_the_supervisor_is_killed():
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from example_project.videos.supervisor import Supervisor\n"
+            "supervisor = Supervisor()\n"
+            "child = supervisor.start('sleeper', [sys.executable, '-c', "
+            "'import time; time.sleep(600)'])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    child = int(launcher.stdout.readline())
+    assert process_running(child)
+
+    launcher.kill()  # SIGKILL: no cleanup code runs in the launcher
+    launcher.wait()
+
+    assert wait_until(lambda: not process_running(child))

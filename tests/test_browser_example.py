@@ -1,0 +1,97 @@
+"""The example site in a real browser: log in, ask for a video, watch it render, get notified.
+
+Progress moves because the test polls in-process between page checks (the fake CometAPI runs on
+the test's clock); the page's own script picks the changes up through its JSON view. Nothing
+here measures time: Playwright's ``expect`` waits until the page shows what it should.
+
+With RUNWAY_SCREENSHOTS=1 the test also saves docs/images/example-videos.png.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from django_runway_feed.models import RunwayTask
+from django_runway_feed.statuses import Status
+from django_runway_feed.testing import TaskScript
+
+pytestmark = [pytest.mark.browser, pytest.mark.urls("example_project.urls")]
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "example-videos.png"
+
+
+def poll_all() -> None:
+    for task in RunwayTask.objects.unfinished():
+        task.refresh_from_feed()
+
+
+def test_user_creates_a_video_and_watches_it_finish(
+    browser_page, live_server, transactional_db, django_user_model, api, clock
+):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    alice = django_user_model.objects.create_user("alice", password="pw-alice")
+    # Two older videos of Alice's: one still rendering, one the moderation refuses.
+    api.script_next(
+        TaskScript(queued_for=0, run_for=100),
+        TaskScript(queued_for=0, run_for=1, outcome="failed", failure="The prompt was flagged."),
+        TaskScript(queued_for=2, run_for=10),
+    )
+    RunwayTask.objects.generate("a lighthouse at dusk, slow dolly in", content_object=alice)
+    RunwayTask.objects.generate("something the moderation refuses", content_object=alice)
+
+    page.goto(f"{live_server.url}/videos/new/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("pw-alice")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{live_server.url}/videos/new/")
+
+    # The app's own validation, shown next to the field it is about.
+    page.get_by_role("button", name="Create video").click()
+    expect(page.locator("#id_prompt_errors")).to_have_text("prompt is required.")
+
+    page.get_by_label("Prompt").fill("a red fox running through snow, cinematic")
+    page.get_by_label("Seconds").select_option("10")
+    page.get_by_role("button", name="Create video").click()
+    expect(page).to_have_url(f"{live_server.url}/videos/")
+    fox = page.locator(".card", has_text="a red fox running through snow")
+    expect(fox.locator('[data-role="status"]')).to_have_text("Queued")
+    expect(fox.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
+    assert page.locator(".card").count() == 3
+
+    # Halfway: the page's script shows the new progress without a reload.
+    clock.advance(7)
+    poll_all()
+    task = RunwayTask.objects.get(prompt__startswith="a red fox")
+    assert task.status == Status.RUNNING
+    assert 0 < task.progress < 100
+    expect(fox.locator('[data-role="status"]')).to_have_text("Running")
+    expect(fox.get_by_role("progressbar")).to_have_attribute("aria-valuenow", str(task.progress))
+    expect(fox.locator('[data-role="percent"]')).to_have_text(f"{task.progress}%")
+    refused = page.locator(".card", has_text="something the moderation refuses")
+    expect(refused.locator('[data-role="failure"]')).to_have_text("The prompt was flagged.")
+
+    # Done: the player appears, and the header counts the two notifications.
+    clock.advance(60)
+    poll_all()
+    task.refresh_from_db()
+    assert task.status == Status.SUCCEEDED
+    expect(fox.locator("video")).to_have_attribute("src", task.result_url)
+    expect(fox.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator('[data-role="notification-count"]')).to_have_text("2")
+    page.locator(".notifications summary").click()
+    expect(page.locator(".notification-succeeded")).to_have_text(
+        "Your video “a red fox running through snow, cinematic” is ready."
+    )
+    expect(page.locator(".notification-failed")).to_have_text(
+        "Your video “something the moderation refuses” failed: The prompt was flagged."
+    )
+    assert not page.locator(".card", has_text="lighthouse").locator("video").count()
+
+    if os.environ.get("RUNWAY_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
