@@ -431,3 +431,22 @@ def test_the_scheduled_poll_run_queues_due_download_retries(api, clock, now_of, 
     task.refresh_from_db()
     assert task.download_status == DownloadStatus.STORED
     assert task.download_attempts == 2
+
+
+@pytest.mark.browser
+def test_the_fake_servers_video_plays_in_a_browser(api, browser_page):
+    task_id = api.add_task(TaskScript(queued_for=0, run_for=0))
+
+    browser_page.set_content(f'<video id="v" muted src="{api.url}/outputs/{task_id}.mp4"></video>')
+    state = browser_page.evaluate(
+        """() => new Promise((resolve) => {
+            const video = document.getElementById("v");
+            const report = () => resolve({width: video.videoWidth, height: video.videoHeight,
+                                          duration: video.duration, error: video.error?.code});
+            if (video.readyState >= 2 || video.error) report();
+            video.addEventListener("loadeddata", report);
+            video.addEventListener("error", report);
+        })"""
+    )
+
+    assert state == {"width": 64, "height": 64, "duration": 1, "error": None}

@@ -7,12 +7,14 @@ every task, and the same payload comes back however often a task is polled.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import math
 import struct
 import zlib
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from .scripts import TaskScript
@@ -305,7 +307,7 @@ def parse_output_name(name: str) -> tuple[str, str, str] | None:
 
 
 def output_bytes(task_id: str, suffix: str) -> bytes:
-    """A few KB of deterministic bytes that look like the real file (MP4 boxes, a valid PNG)."""
+    """A few KB of deterministic bytes: a playable MP4 clip, or a valid PNG made from the name."""
     seed = f"{task_id}{suffix}".encode()
     if suffix.endswith(".png"):
         return _png(seed)
@@ -319,14 +321,19 @@ def _noise(seed: bytes, size: int) -> bytes:
     return b"".join(blocks)[:size]
 
 
-def _box(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", 8 + len(payload)) + kind + payload
+@functools.cache
+def sample_video() -> bytes:
+    """A real, playable MP4 (1 s, 64x64, H.264 baseline, no audio; browsers play it).
+
+    Made with ``ffmpeg -f lavfi -i testsrc2=size=64x64:rate=12:duration=1 -c:v libx264
+    -profile:v baseline -pix_fmt yuv420p -crf 35 -movflags +faststart -an sample.mp4``.
+    """
+    return resources.files(__package__).joinpath("media/sample.mp4").read_bytes()
 
 
 def _mp4(seed: bytes) -> bytes:
-    # No moov box, so nothing can play it, but sniffers and size checks see an MP4.
-    file_type = _box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41")
-    return file_type + _box(b"free", b"") + _box(b"mdat", _noise(seed, 4096))
+    # Every task serves the same clip: a video element must be able to play what it gets.
+    return sample_video()
 
 
 def _png(seed: bytes) -> bytes:
