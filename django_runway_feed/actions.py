@@ -205,7 +205,7 @@ def stop_tracking(
         if task.is_finished:
             report.skip(task, ALREADY_FINISHED)
             continue
-        if _may_be_in_flight(task, now):
+        if may_be_in_flight(task, now):
             report.skip(task, IN_FLIGHT)
             continue
         reason = (
@@ -264,7 +264,7 @@ def resubmit(
         if task.status in POLLABLE_STATUSES:
             report.skip(task, STILL_RUNNING)
             continue
-        if _may_be_in_flight(task, now):
+        if may_be_in_flight(task, now):
             report.skip(task, IN_FLIGHT)
             continue
         previous_resubmissions = _resubmitted_events(task).count()
@@ -297,9 +297,32 @@ def _resubmitted_events(task: RunwayTask) -> QuerySet[TaskEvent]:
     return TaskEvent.objects.filter(task=task, kind=EventKind.RESUBMITTED)
 
 
-def _may_be_in_flight(task: RunwayTask, now: dt.datetime) -> bool:
+def may_be_in_flight(task: RunwayTask, now: dt.datetime | None = None) -> bool:
+    """Whether ``task`` is a young ``submitting`` row whose create call may not have returned."""
+    now = now or timezone.now()
     return (
         task.status == Status.SUBMITTING
         and not task.last_error
         and task.created_at > now - SUBMISSION_IN_FLIGHT
     )
+
+
+def download_results(tasks: Iterable[RunwayTask], *, actor: str = "") -> ActionReport:
+    """Queue a fresh download of each succeeded task's outputs to the site's storage.
+
+    Forced: a result already stored is fetched again. Needs ``DOWNLOAD_RESULTS``; each task
+    that cannot be downloaded is skipped with the reason :mod:`~django_runway_feed.storage`
+    gives. Each queued task gets a ``download_queued`` event.
+    """
+    from .exceptions import DownloadUnavailable
+    from .storage import queue_download
+
+    report = ActionReport("Queued the download of")
+    for task in tasks:
+        try:
+            queue_download(task, force=True, reason=f"Download queued{_by(actor)}.")
+        except DownloadUnavailable as exc:
+            report.skip(task, str(exc))
+        else:
+            report.done.append(task)
+    return report

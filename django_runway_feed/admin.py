@@ -1,23 +1,137 @@
-"""A first admin for tasks; a fuller one (badges, actions, timeline) comes later."""
+"""The Django admin: a task list with badges, progress and a summary; a task page with its
+output, JSON and timeline; and the operator actions of :mod:`django_runway_feed.actions`.
+
+Everything that came from the API is escaped (``format_html`` and autoescaped templates), and
+only ``http``/``https`` URLs become links or media sources. Both pages run a fixed number of
+queries whatever the number of tasks or events.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
-from .models import RunwayTask, RunwayTaskQuerySet, TaskEvent
+from . import actions as operator_actions
+from .models import POLLABLE_STATUSES, PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
+from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     # django-stubs makes these generic; at run time they are plain classes.
-    TaskEventInlineBase = admin.TabularInline[TaskEvent, RunwayTask]
     RunwayTaskAdminBase = admin.ModelAdmin[RunwayTask]
+    TaskEventAdminBase = admin.ModelAdmin[TaskEvent]
+    PollerStateAdminBase = admin.ModelAdmin[PollerState]
 else:
-    TaskEventInlineBase = admin.TabularInline
-    RunwayTaskAdminBase = admin.ModelAdmin
+    RunwayTaskAdminBase = TaskEventAdminBase = PollerStateAdminBase = admin.ModelAdmin
+
+# The task page shows this many of the latest events, and links to the full list.
+TIMELINE_EVENTS = 50
+# And links to at most this many resubmissions of the task.
+RESUBMISSION_LINKS = 20
+PROMPT_EXCERPT = 60
+ERROR_EXCERPT = 80
+STATUS_CLASSES = {status.value: status.value for status in Status}
+
+
+def web_url(url: object, *, allow_path: bool = False) -> str | None:
+    """``url`` if a browser may follow it: ``http``/``https`` with a host, else None.
+
+    ``allow_path`` also accepts a site-relative path (``/media/...``), which is what the
+    site's own storage answers; URLs from the API never get that allowance.
+    """
+    if not isinstance(url, str) or not url.strip():
+        return None
+    try:
+        # urlsplit drops the tabs, newlines and leading blanks a browser would also ignore,
+        # so "java\tscript:" and " javascript:" are judged by the scheme the browser sees.
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        return parts.geturl()
+    if allow_path and not parts.scheme and not parts.netloc and parts.path.startswith("/"):
+        return parts.geturl()
+    return None
+
+
+def url_or_text(url: str, label: str | None = None) -> SafeString:
+    """A link when ``url`` is a web URL, else the value as inert text."""
+    safe = web_url(url)
+    if safe:
+        return format_html(
+            '<a href="{}" rel="noopener noreferrer" target="_blank">{}</a>', safe, label or url
+        )
+    return format_html(
+        '<code class="rf-inert" title="{}">{}</code>',
+        _("Not an http(s) URL: not linked."),
+        url,
+    )
+
+
+def pretty_json(value: Any) -> SafeString:
+    if value in (None, "", {}, []):
+        return format_html('<span class="rf-muted">{}</span>', _("(empty)"))
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="rf-json">{}</pre>', text)
+
+
+def duration(seconds: float) -> str:
+    """A compact duration: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, _seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def status_badge(status: str, label: str) -> SafeString:
+    css = STATUS_CLASSES.get(status, "unknown")
+    return format_html('<span class="rf-badge rf-badge--{}">{}</span>', css, label)
+
+
+def progress_bar(progress: int, status: str) -> SafeString:
+    value = max(0, min(100, int(progress or 0)))
+    css = STATUS_CLASSES.get(status, "unknown")
+    return format_html(
+        '<span class="rf-progress" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+        'aria-valuenow="{0}"><span class="rf-progress__fill rf-progress__fill--{1}" '
+        'style="width: {0}%"></span></span><span class="rf-progress__label">{0}%</span>',
+        value,
+        css,
+    )
+
+
+def excerpt(text: str, length: int) -> SafeString | str:
+    if not text:
+        return ""
+    short = Truncator(" ".join(text.split())).chars(length)
+    return format_html('<span title="{}">{}</span>', text, short)
 
 
 class StuckFilter(admin.SimpleListFilter):
@@ -37,39 +151,628 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset
 
 
-class TaskEventInline(TaskEventInlineBase):
-    model = TaskEvent
-    extra = 0
-    can_delete = False
-    fields = ("created_at", "kind", "from_status", "to_status", "progress", "message")
-    readonly_fields = fields
-    ordering = ("created_at", "pk")
+class HasOutputFilter(admin.SimpleListFilter):
+    """Whether a task has an output: the provider's URL, a stored file, or none."""
 
-    def has_add_permission(self, request: object, obj: object = None) -> bool:
-        return False
+    title = _("output")
+    parameter_name = "output"
+
+    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
+        return [
+            ("url", str(_("Has an output URL"))),
+            ("stored", str(_("Stored in our storage"))),
+            ("none", str(_("No output"))),
+        ]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[RunwayTask]
+    ) -> QuerySet[RunwayTask] | None:
+        value = self.value()
+        if value == "url":
+            return queryset.exclude(result_url="")
+        if value == "stored":
+            return queryset.exclude(output_file="")
+        if value == "none":
+            return queryset.filter(result_url="", output_file="")
+        return queryset
+
+
+@dataclass(frozen=True)
+class ObjectAction:
+    """A button on the task page that POSTs to one of the admin's action URLs."""
+
+    name: str
+    label: StrOrPromise
+    help: StrOrPromise
+    applies: Callable[[RunwayTask], bool]
+    permission: str = "change"
+    danger: bool = False
+
+
+def _downloadable(task: RunwayTask) -> bool:
+    return task.status == Status.SUCCEEDED and bool(task.result_url or task.outputs)
+
+
+OBJECT_ACTIONS = {
+    action.name: action
+    for action in (
+        ObjectAction(
+            "poll",
+            _("Poll now"),
+            _("Ask CometAPI about this task now, ignoring its schedule."),
+            lambda task: task.status in POLLABLE_STATUSES,
+        ),
+        ObjectAction(
+            "resume",
+            _("Resume tracking"),
+            _("Reopen this given-up task and poll it again."),
+            lambda task: task.is_given_up,
+        ),
+        ObjectAction(
+            "stop",
+            _("Stop tracking"),
+            _("Cancel locally. CometAPI has no cancel route: the task may still run (billed)."),
+            lambda task: (
+                task.status in UNFINISHED_STATUSES and not operator_actions.may_be_in_flight(task)
+            ),
+            danger=True,
+        ),
+        ObjectAction(
+            "resubmit",
+            _("Resubmit"),
+            _("Create a new task with the same request."),
+            lambda task: (
+                task.route in operator_actions.RESUBMITTABLE_ROUTES
+                and bool(task.request)
+                and task.status not in POLLABLE_STATUSES
+                and not operator_actions.may_be_in_flight(task)
+            ),
+            permission="resubmit",
+        ),
+        ObjectAction(
+            "download",
+            _("Download result now"),
+            _("Copy the output to the site's storage now."),
+            _downloadable,
+            permission="download",
+        ),
+    )
+}
+
+
+class TaskChangeList(ChangeList):
+    """The task list, without the large JSON fields no column shows."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        return (
+            super()
+            .get_queryset(request, exclude_parameters)
+            .defer("request", "last_response", "outputs", "stored_files", "metadata")
+        )
 
 
 @admin.register(RunwayTask)
 class RunwayTaskAdmin(RunwayTaskAdminBase):
     list_display = (
-        "__str__",
+        "short_id",
         "route",
-        "status",
-        "progress",
+        "status_column",
+        "progress_column",
+        "prompt_excerpt",
+        "host_object",
+        "age",
         "poll_count",
-        "created_at",
-        "finished_at",
+        "last_error_excerpt",
     )
-    list_filter = ("status", StuckFilter, "route", "failure_code")
+    list_display_links = ("short_id",)
+    list_filter = ("status", "route", "failure_code", HasOutputFilter, StuckFilter)
+    list_select_related = ("content_type",)
     search_fields = ("task_id", "prompt", "fail_reason")
     date_hierarchy = "created_at"
     show_full_result_count = False
-    inlines = [TaskEventInline]
+    list_per_page = 50
+    actions = (
+        "poll_now_action",
+        "resume_action",
+        "stop_action",
+        "resubmit_action",
+        "download_action",
+    )
+    change_list_template = "django_runway_feed/admin/runwaytask/change_list.html"
+    change_form_template = "django_runway_feed/admin/runwaytask/change_form.html"
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "task_id",
+                    "route",
+                    "action",
+                    "status_column",
+                    "progress_column",
+                    "provider_status",
+                    "provider_inner_status",
+                    "failure_code",
+                    "fail_reason",
+                )
+            },
+        ),
+        (_("Output"), {"fields": ("output_player", "output_links")}),
+        (
+            _("Stored result"),
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "download_status",
+                    "stored_files_links",
+                    "output_size",
+                    "output_sha256",
+                    "output_content_type",
+                    "download_attempts",
+                    "download_error",
+                    "download_retry_at",
+                    "downloaded_at",
+                ),
+            },
+        ),
+        (_("Request"), {"fields": ("prompt", "request_json", "idempotency_key")}),
+        (_("Host object"), {"fields": ("host_object_link", "metadata")}),
+        (_("Resubmission"), {"fields": ("resubmitted_from_link", "resubmissions_links")}),
+        (
+            _("Times"),
+            {
+                "fields": (
+                    "created_at",
+                    "updated_at",
+                    "submitted_at",
+                    "started_at",
+                    "finished_at",
+                    "last_polled_at",
+                    "next_poll_at",
+                )
+            },
+        ),
+        (
+            _("Polling"),
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "poll_count",
+                    "error_count",
+                    "last_error",
+                    "stale_at",
+                    "lease_owner",
+                    "lease_expires_at",
+                    "last_response_json",
+                ),
+            },
+        ),
+    )
 
-    def get_readonly_fields(self, request: object, obj: RunwayTask | None = None) -> list[str]:
+    class Media:
+        css = {"all": ("django_runway_feed/admin.css",)}
+
+    # -- permissions ---------------------------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Tasks are created through the API (or the resubmit action), never from a blank form.
+        return False
+
+    def has_resubmit_permission(self, request: HttpRequest, obj: RunwayTask | None = None) -> bool:
+        opts = self.opts
+        codename = get_permission_codename("add", opts)
+        return self.has_change_permission(request, obj) and request.user.has_perm(
+            f"{opts.app_label}.{codename}"
+        )
+
+    def has_download_permission(self, request: HttpRequest, obj: RunwayTask | None = None) -> bool:
+        from .storage import downloads_enabled
+
+        return downloads_enabled() and self.has_change_permission(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: RunwayTask | None = None) -> list[str]:
         # The poller owns every field but the host's own metadata.
-        return [
-            f.name
-            for f in RunwayTask._meta.get_fields()
-            if getattr(f, "concrete", False) and f.name != "metadata"
+        shown = [
+            name
+            for _title, options in self.fieldsets
+            for name in options["fields"]
+            if isinstance(name, str)
         ]
+        return [name for name in shown if name != "metadata"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RunwayTask]:
+        # The admin's list_select_related only applies to a queryset without select_related.
+        return super().get_queryset(request).select_related("content_type")
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return TaskChangeList
+
+    # -- list columns --------------------------------------------------------------------------
+
+    @admin.display(description=_("task"), ordering="task_id")
+    def short_id(self, task: RunwayTask) -> SafeString:
+        if not task.task_id:
+            return format_html("#{}", task.pk)
+        return format_html('<span title="{}">{}</span>', task.task_id, task.task_id[:8])
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_column(self, task: RunwayTask) -> SafeString:
+        return status_badge(task.status, task.get_status_display())
+
+    @admin.display(description=_("progress"), ordering="progress")
+    def progress_column(self, task: RunwayTask) -> SafeString:
+        return progress_bar(task.progress, task.status)
+
+    @admin.display(description=_("prompt"))
+    def prompt_excerpt(self, task: RunwayTask) -> SafeString | str:
+        return excerpt(task.prompt, PROMPT_EXCERPT)
+
+    @admin.display(description=_("host object"))
+    def host_object(self, task: RunwayTask) -> SafeString | str:
+        # The content type comes from list_select_related and the object is not fetched, so
+        # the column costs no query per row whatever the host's models are.
+        if task.content_type is None or not task.object_id:
+            return ""
+        label = f"{task.content_type.name} #{task.object_id}"
+        url = self._host_admin_url(task)
+        return format_html('<a href="{}">{}</a>', url, label) if url else label
+
+    @admin.display(description=_("age / run time"), ordering="created_at")
+    def age(self, task: RunwayTask) -> SafeString:
+        if task.status in TERMINAL_STATUSES and task.finished_at:
+            began = task.started_at or task.submitted_at or task.created_at
+            return format_html(
+                '<span title="{}">{}</span>',
+                _("run time"),
+                _("ran %(time)s") % {"time": duration((task.finished_at - began).total_seconds())},
+            )
+        seconds = (timezone.now() - task.created_at).total_seconds()
+        return format_html(
+            '<span title="{}">{}</span>',
+            _("age"),
+            _("%(time)s old") % {"time": duration(seconds)},
+        )
+
+    @admin.display(description=_("last error"))
+    def last_error_excerpt(self, task: RunwayTask) -> SafeString | str:
+        text = task.last_error or (task.fail_reason if task.status in TERMINAL_STATUSES else "")
+        return excerpt(text, ERROR_EXCERPT)
+
+    # -- task page fields ----------------------------------------------------------------------
+
+    @admin.display(description=_("output"))
+    def output_player(self, task: RunwayTask) -> SafeString | str:
+        from .storage import stored_file_url
+
+        stored = web_url(stored_file_url(task, "video"), allow_path=True)
+        source = stored or web_url(task.result_url)
+        if not source:
+            return url_or_text(task.result_url) if task.result_url else ""
+        poster = web_url(stored_file_url(task, "poster"), allow_path=True) or web_url(
+            self._output_url(task, "poster")
+        )
+        origin = _("stored copy") if stored else _("provider URL (expires after 24-48 hours)")
+        return format_html(
+            '<video class="rf-video" controls preload="metadata" src="{}"{}></video>'
+            '<div class="rf-muted">{}</div>',
+            source,
+            format_html(' poster="{}"', poster) if poster else "",
+            origin,
+        )
+
+    @admin.display(description=_("output URLs"))
+    def output_links(self, task: RunwayTask) -> SafeString | str:
+        outputs = [o for o in task.outputs or [] if isinstance(o, dict) and o.get("url")]
+        if not outputs and task.result_url:
+            outputs = [{"kind": "video", "url": task.result_url}]
+        return format_html_join(
+            "",
+            '<div class="rf-output">{}: {}</div>',
+            ((str(o.get("kind") or "output"), url_or_text(str(o["url"]))) for o in outputs),
+        )
+
+    @admin.display(description=_("stored files"))
+    def stored_files_links(self, task: RunwayTask) -> SafeString | str:
+        from .storage import stored_file_url
+
+        rows = []
+        for entry in task.stored_files or []:
+            if not isinstance(entry, dict):
+                continue
+            kind = str(entry.get("kind") or "file")
+            url = web_url(stored_file_url(task, kind), allow_path=True)
+            name = str(entry.get("name") or "")
+            link = format_html('<a href="{}">{}</a>', url, name) if url else name
+            rows.append((kind, link, entry.get("size", ""), entry.get("content_type", "")))
+        return format_html_join("", '<div class="rf-output">{}: {} ({} bytes, {})</div>', rows)
+
+    @admin.display(description=_("request"))
+    def request_json(self, task: RunwayTask) -> SafeString:
+        return pretty_json(task.request)
+
+    @admin.display(description=_("last response"))
+    def last_response_json(self, task: RunwayTask) -> SafeString:
+        return pretty_json(task.last_response)
+
+    @admin.display(description=_("host object"))
+    def host_object_link(self, task: RunwayTask) -> SafeString | str:
+        if task.content_type is None or not task.object_id:
+            return ""
+        try:
+            obj = task.content_object
+        except (ValueError, TypeError):  # an object_id the model's key cannot take
+            obj = None
+        label = str(obj) if obj is not None else f"{task.content_type.name} #{task.object_id}"
+        if obj is None:
+            label = f"{label} ({_('not found')})"
+        url = self._host_admin_url(task) if obj is not None else None
+        return format_html('<a href="{}">{}</a>', url, label) if url else label
+
+    @admin.display(description=_("resubmitted from"))
+    def resubmitted_from_link(self, task: RunwayTask) -> SafeString | str:
+        if task.resubmitted_from_id is None:
+            return ""
+        old = RunwayTask.objects.filter(pk=task.resubmitted_from_id).only("task_id", "status")
+        return self._task_link(old[0]) if old else ""
+
+    @admin.display(description=_("resubmitted as"))
+    def resubmissions_links(self, task: RunwayTask) -> SafeString | str:
+        newer = task.resubmissions.order_by("-pk").only("task_id", "status", "resubmitted_from")
+        return format_html_join(
+            ", ", "{}", ((self._task_link(t),) for t in newer[:RESUBMISSION_LINKS])
+        )
+
+    def _task_link(self, task: RunwayTask) -> SafeString:
+        url = reverse(
+            f"{self.admin_site.name}:django_runway_feed_runwaytask_change", args=[task.pk]
+        )
+        return format_html('<a href="{}">{}</a>', url, str(task))
+
+    def _host_admin_url(self, task: RunwayTask) -> str | None:
+        model = task.content_type.model_class() if task.content_type else None
+        if model is None or not self.admin_site.is_registered(model):
+            return None
+        try:
+            return reverse(
+                f"{self.admin_site.name}:{model._meta.app_label}_{model._meta.model_name}_change",
+                args=[quote(task.object_id)],
+            )
+        except NoReverseMatch:
+            return None
+
+    @staticmethod
+    def _output_url(task: RunwayTask, kind: str) -> str:
+        for output in task.outputs or []:
+            if isinstance(output, dict) and output.get("kind") == kind and output.get("url"):
+                return str(output["url"])
+        return ""
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {"runway_summary": self.summary(), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+    def summary(self, *, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Counts per status (one GROUP BY), unfinished tasks, and the poller's state."""
+        now = now or timezone.now()
+        counts = dict(RunwayTask.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        state = PollerState.objects.filter(pk=1).first()  # never a write on a GET
+        paused = state is not None and state.paused_until is not None and state.paused_until > now
+        return {
+            "counts": [
+                {"status": s.value, "label": s.label, "count": counts.get(s.value, 0)}
+                for s in Status
+            ],
+            "unfinished": sum(counts.get(s, 0) for s in UNFINISHED_STATUSES),
+            "last_success_at": state.last_success_at if state else None,
+            "paused_until": state.paused_until if state and paused else None,
+            "pause_reason": state.pause_reason if state and paused else "",
+        }
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: RunwayTask | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            events = TaskEvent.objects.filter(task=obj)
+            context.update(
+                runway_events=list(
+                    events.defer("payload").order_by("-created_at", "-pk")[:TIMELINE_EVENTS]
+                ),
+                runway_event_count=events.count(),
+                runway_events_url=(
+                    reverse(f"{self.admin_site.name}:django_runway_feed_taskevent_changelist")
+                    + f"?task__id__exact={obj.pk}"
+                ),
+                runway_actions=self.object_actions(request, obj),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def object_actions(self, request: HttpRequest, task: RunwayTask) -> list[dict[str, Any]]:
+        """The action buttons that apply to ``task`` and that this user may press."""
+        buttons = []
+        for action in OBJECT_ACTIONS.values():
+            allowed = getattr(self, f"has_{action.permission}_permission")(request, task)
+            if allowed and action.applies(task):
+                buttons.append(
+                    {
+                        "name": action.name,
+                        "label": action.label,
+                        "help": action.help,
+                        "danger": action.danger,
+                        "url": reverse(
+                            f"{self.admin_site.name}:django_runway_feed_runwaytask_action",
+                            args=[quote(task.pk), action.name],
+                        ),
+                    }
+                )
+        return buttons
+
+    def get_urls(self) -> list[URLPattern]:
+        action_url = path(
+            "<path:object_id>/actions/<slug:action>/",
+            self.admin_site.admin_view(self.object_action_view),
+            name="django_runway_feed_runwaytask_action",
+        )
+        return [action_url, *super().get_urls()]
+
+    def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """Run one action on one task (POST only; CSRF-checked by ``admin_view``)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        spec = OBJECT_ACTIONS.get(action)
+        task = self.get_object(request, unquote(object_id))
+        if spec is None or task is None:
+            raise Http404(_("No such task or action."))
+        if not getattr(self, f"has_{spec.permission}_permission")(request, task):
+            raise PermissionDenied
+        self.run_action(request, spec.name, RunwayTask.objects.filter(pk=task.pk))
+        return redirect(
+            reverse(
+                f"{self.admin_site.name}:django_runway_feed_runwaytask_change",
+                args=[quote(task.pk)],
+            )
+        )
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def run_action(self, request: HttpRequest, name: str, queryset: QuerySet[RunwayTask]) -> None:
+        actor = request.user.get_username()
+        # Whole rows: the list's queryset leaves out the large JSON fields the actions need.
+        queryset = RunwayTask.objects.filter(pk__in=queryset.values("pk")).order_by("pk")
+        if name == "poll":
+            report = operator_actions.poll_now(queryset, actor=actor)
+        elif name == "resume":
+            report = operator_actions.resume_tracking(queryset, actor=actor)
+        elif name == "stop":
+            report = operator_actions.stop_tracking(queryset, actor=actor)
+        elif name == "resubmit":
+            report = operator_actions.resubmit(queryset, actor=actor)
+        elif name == "download":
+            report = operator_actions.download_results(queryset, actor=actor)
+        else:  # pragma: no cover - the names come from OBJECT_ACTIONS
+            raise ValueError(name)
+        self.report(request, report)
+
+    def report(self, request: HttpRequest, report: operator_actions.ActionReport) -> None:
+        if report.skipped and not report.done:
+            level = messages.ERROR
+        elif report.skipped:
+            level = messages.WARNING
+        else:
+            level = messages.SUCCESS
+        message: str | SafeString = report.message()
+        if report.verb == "Resubmitted" and report.done:
+            links = format_html_join(", ", "{}", ((self._task_link(t),) for t in report.done))
+            message = format_html("{} {} {}", message, _("New:"), links)
+        self.message_user(request, message, level)
+
+    @admin.action(description=_("Poll now"), permissions=["change"])
+    def poll_now_action(self, request: HttpRequest, queryset: QuerySet[RunwayTask]) -> None:
+        self.run_action(request, "poll", queryset)
+
+    @admin.action(description=_("Resume tracking (given-up tasks)"), permissions=["change"])
+    def resume_action(self, request: HttpRequest, queryset: QuerySet[RunwayTask]) -> None:
+        self.run_action(request, "resume", queryset)
+
+    @admin.action(description=_("Stop tracking (local cancel)"), permissions=["change"])
+    def stop_action(self, request: HttpRequest, queryset: QuerySet[RunwayTask]) -> None:
+        self.run_action(request, "stop", queryset)
+
+    @admin.action(description=_("Resubmit as new tasks"), permissions=["resubmit"])
+    def resubmit_action(self, request: HttpRequest, queryset: QuerySet[RunwayTask]) -> None:
+        self.run_action(request, "resubmit", queryset)
+
+    @admin.action(description=_("Download results now"), permissions=["download"])
+    def download_action(self, request: HttpRequest, queryset: QuerySet[RunwayTask]) -> None:
+        self.run_action(request, "download", queryset)
+
+
+@admin.register(TaskEvent)
+class TaskEventAdmin(TaskEventAdminBase):
+    """The history, read-only: nobody adds, edits or deletes an event from the admin."""
+
+    list_display = ("created_at", "task_link", "kind", "transition", "progress", "message_excerpt")
+    list_filter = ("kind",)
+    list_select_related = ("task",)
+    # Newest first by primary key: an index the database always has, even at 500,000 rows.
+    ordering = ("-pk",)
+    show_full_result_count = False
+    list_per_page = 100
+    fields = (
+        "task_link",
+        "kind",
+        "transition",
+        "progress",
+        "message",
+        "payload_json",
+        "created_at",
+        "dispatched_at",
+        "redeliver_after",
+    )
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("django_runway_feed/admin.css",)}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TaskEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TaskEvent | None = None) -> bool:
+        return False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        # The task page links here with ?task__id__exact=<pk>.
+        return lookup == "task__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description=_("task"), ordering="task")
+    def task_link(self, event: TaskEvent) -> SafeString:
+        url = reverse(
+            f"{self.admin_site.name}:django_runway_feed_runwaytask_change", args=[event.task_id]
+        )
+        return format_html('<a href="{}">{}</a>', url, str(event.task))
+
+    @admin.display(description=_("from -> to"))
+    def transition(self, event: TaskEvent) -> str:
+        return f"{event.from_status or '-'} -> {event.to_status or '-'}"
+
+    @admin.display(description=_("message"))
+    def message_excerpt(self, event: TaskEvent) -> SafeString | str:
+        return excerpt(event.message, ERROR_EXCERPT)
+
+    @admin.display(description=_("payload"))
+    def payload_json(self, event: TaskEvent) -> SafeString:
+        return pretty_json(event.payload)
+
+
+@admin.register(PollerState)
+class PollerStateAdmin(PollerStateAdminBase):
+    """The poller's shared row, read-only: its heartbeat and the API pause."""
+
+    list_display = ("__str__", "last_run_at", "last_success_at", "paused_until")
+    fields = ("last_run_at", "last_success_at", "last_run_json", "paused_until", "pause_reason")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: PollerState | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: PollerState | None = None) -> bool:
+        return False
+
+    @admin.display(description=_("last run"))
+    def last_run_json(self, state: PollerState) -> SafeString:
+        return pretty_json(state.last_run)
