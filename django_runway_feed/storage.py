@@ -292,7 +292,18 @@ def download_result(
             # Asking the feed for fresh URLs failed (API down, key refused ...): retry later.
             error = DownloadError(f"Could not get fresh output URLs: {exc}")
             return _record_failure(task, owner, error, now=timezone.now())
-        return _store(task, owner, fetched)
+        except Exception as exc:
+            # Whatever a hostile server manages to trigger, the task keeps its result URL and
+            # the download is retried; the traceback goes to the log, not to the row.
+            logger.exception("Unexpected error while downloading Runway task %s", task)
+            error = DownloadError(f"Unexpected error while downloading: {type(exc).__name__}")
+            return _record_failure(task, owner, error, now=timezone.now())
+        try:
+            return _store(task, owner, fetched)
+        except Exception as exc:
+            logger.exception("Saving the result of Runway task %s to storage failed", task)
+            error = DownloadError(f"Saving to storage failed: {type(exc).__name__}")
+            return _record_failure(task, owner, error, now=timezone.now())
 
 
 def _output_urls(task: RunwayTask) -> list[tuple[str, str]]:
@@ -742,7 +753,8 @@ class SafeDownloader:
                 raise DownloadError(
                     f"Download of {where} broke off after {size} bytes: {type(exc).__name__}"
                 ) from None
-            if declared.isdigit() and size != int(declared):
+            encoded = response.headers.get("Content-Encoding", "").lower() not in ("", "identity")
+            if declared.isdigit() and not encoded and size != int(declared):
                 raise DownloadError(f"{where} sent {size} of {declared} bytes.")
             target.flush()
             return FetchResult(where, size, digest.hexdigest(), content_type)

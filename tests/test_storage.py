@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.storage import storages
+from django.core.files.storage import FileSystemStorage, storages
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
@@ -450,3 +450,55 @@ def test_the_fake_servers_video_plays_in_a_browser(api, browser_page):
     )
 
     assert state == {"width": 64, "height": 64, "duration": 1, "error": None}
+
+
+class PosterFailsStorage(FileSystemStorage):
+    """Saves videos, fails on posters: a storage outage in the middle of one task's files."""
+
+    def _save(self, name: str, content: Any) -> str:
+        if "-poster" in name:
+            raise OSError("disk full")
+        return super()._save(name, content)
+
+
+def test_a_storage_failure_midway_keeps_no_file_and_retries(
+    api, clock, now_of, downloads, media, settings
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "runway": {
+            "BACKEND": "tests.test_storage.PosterFailsStorage",
+            "OPTIONS": {"location": str(media)},
+        },
+    }
+
+    task = finish(api, clock, now_of, WITH_POSTER)
+
+    task.refresh_from_db()
+    assert task.download_status == DownloadStatus.PENDING
+    assert task.download_error == "Saving to storage failed: OSError"
+    assert task.output_file.name == ""
+    assert stored_files(media) == []  # the video saved first was deleted again
+
+
+def test_an_unexpected_error_is_recorded_not_raised(api, clock, now_of, downloads, media):
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    port = api.url.rsplit(":", 1)[1]
+    # A host name, so the download needs the resolver, which breaks in a way nobody planned for.
+    point_outputs_at(task, f"http://videos.example:{port}/outputs/{task.task_id}.mp4")
+    RunwayTask.objects.filter(pk=task.pk).update(download_status=DownloadStatus.PENDING)
+    downloads["DOWNLOAD_RESULTS"] = True
+
+    def broken_resolver(host: str, port: int) -> list[str]:
+        raise RuntimeError("resolver exploded")
+
+    outcome = storage.download_result(
+        task.pk, downloader=storage.SafeDownloader(resolver=broken_resolver)
+    )
+
+    task.refresh_from_db()
+    assert outcome.outcome == "retry"
+    assert task.download_error == "Unexpected error while downloading: RuntimeError"
+    assert task.status == Status.SUCCEEDED
+    assert task.lease_owner == ""
