@@ -572,6 +572,7 @@ class SafeDownloader:
 
     Every argument defaults to the ``RUNWAY_FEED`` settings. ``resolver(host, port)`` returns
     the host's addresses (tests pass their own; the default asks the system once per hop).
+    ``verify`` is requests' ``verify``: True (the default CA bundle) or a CA bundle path.
     Sends no credentials: a fresh session, no Authorization header, no cookies kept, no proxy
     from the environment (a proxy would do its own lookup).
     """
@@ -586,6 +587,7 @@ class SafeDownloader:
         timeout: float | tuple[float, float] | None = None,
         max_duration: float | None = None,
         resolver: Resolver | None = None,
+        verify: bool | str = True,
     ) -> None:
         self.allow_http = conf.DOWNLOAD_ALLOW_HTTP if allow_http is None else allow_http
         hosts = conf.ALLOWED_DOWNLOAD_HOSTS if allowed_hosts is None else allowed_hosts
@@ -596,6 +598,7 @@ class SafeDownloader:
         self.timeout = timeout if timeout is not None else conf.DOWNLOAD_TIMEOUT
         self.max_duration = max_duration or conf.DOWNLOAD_MAX_DURATION
         self.resolver = resolver or system_resolver
+        self.verify = verify
 
     def __enter__(self) -> SafeDownloader:
         return self
@@ -682,7 +685,12 @@ class SafeDownloader:
             }
             try:
                 response = session.get(
-                    url, headers=headers, stream=True, allow_redirects=False, timeout=self.timeout
+                    url,
+                    headers=headers,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=self.timeout,
+                    verify=self.verify,
                 )
             except requests.RequestException as exc:
                 session.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,9 @@ from django_runway_feed.exceptions import (
 from django_runway_feed.models import DownloadStatus, EventKind, RunwayTask, TaskEvent
 from django_runway_feed.storage import SafeDownloader, ip_literal
 
+# A test CA and a certificate for ``videos.example`` signed by it (valid until 2126; made with
+# openssl for these tests only).
+TLS = Path(__file__).resolve().parent / "fixtures" / "tls"
 VIDEO = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40
 
 # A response: (status, headers, body). The body is sent as is; Content-Length is added only
@@ -33,7 +37,7 @@ Response = tuple[int, dict[str, str | None], bytes]
 class CountingServer:
     """A loopback HTTP server that counts accepted connections and records requests."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, tls: bool = False) -> None:
         self.connections = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.routes: dict[str, Response | Callable[[BaseHTTPRequestHandler], None]] = {}
@@ -73,6 +77,12 @@ class CountingServer:
                 super().process_request(request, client_address)
 
         self.server = Server((host, 0), Handler)
+        self.scheme = "http"
+        if tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.host = host
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(
@@ -81,7 +91,7 @@ class CountingServer:
         self.thread.start()
 
     def url(self, path: str = "/video.mp4", host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -290,6 +300,41 @@ def test_connects_to_the_checked_address_without_a_second_lookup(target):
     assert body == VIDEO
     assert asked == ["videos.example"]
     assert target.requests[0][1]["host"] == f"videos.example:{target.port}"
+
+
+@pytest.fixture
+def tls_target() -> Iterator[CountingServer]:
+    server = CountingServer(tls=True)
+    server.routes["/video.mp4"] = (200, {"Content-Type": "video/mp4"}, VIDEO)
+    yield server
+    server.close()
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_host_name(tls_target):
+    downloader = trusting(
+        allow_http=False, resolver=lambda host, port: ["127.0.0.1"], verify=str(TLS / "ca.pem")
+    )
+
+    body = fetch(downloader, f"https://videos.example:{tls_target.port}/video.mp4")
+
+    # The certificate is for videos.example only: the handshake used the name (SNI and the
+    # certificate check), while the connection went to the pinned 127.0.0.1.
+    assert body == VIDEO
+    assert tls_target.requests[0][1]["host"] == f"videos.example:{tls_target.port}"
+
+
+def test_https_certificate_for_another_name_is_refused(tls_target):
+    downloader = trusting(
+        allow_http=False, resolver=lambda host, port: ["127.0.0.1"], verify=str(TLS / "ca.pem")
+    )
+
+    with pytest.raises(DownloadError) as error:
+        fetch(downloader, f"https://other.example:{tls_target.port}/video.mp4")
+
+    assert str(error.value) == (
+        f"Could not fetch https://other.example:{tls_target.port}/video.mp4: SSLError"
+    )
+    assert tls_target.requests == []
 
 
 def test_redirects_are_followed_by_hand_and_checked_again(target):
