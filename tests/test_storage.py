@@ -502,3 +502,68 @@ def test_an_unexpected_error_is_recorded_not_raised(api, clock, now_of, download
     assert task.download_error == "Unexpected error while downloading: RuntimeError"
     assert task.status == Status.SUCCEEDED
     assert task.lease_owner == ""
+
+
+def test_queue_download_inside_a_rolled_back_transaction_queues_nothing(
+    api, clock, now_of, downloads, media
+):
+    from django.db import transaction
+
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    downloads["DOWNLOAD_RESULTS"] = True
+
+    def queue_then_fail() -> None:
+        with transaction.atomic():
+            storage.queue_download(task)
+            raise RuntimeError("the caller's transaction fails")
+
+    with pytest.raises(RuntimeError):
+        queue_then_fail()
+
+    task.refresh_from_db()
+    assert task.download_status == DownloadStatus.NONE
+    assert api.output_requests() == []
+    assert not TaskEvent.objects.filter(task=task, kind=EventKind.DOWNLOAD_QUEUED).exists()
+
+
+def test_command_queue_hands_downloads_to_the_cluster(api, clock, now_of, downloads, media, capsys):
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    downloads["DOWNLOAD_RESULTS"] = True
+
+    call_command("runway_download", "--task", str(task.pk), "--queue")
+
+    task.refresh_from_db()
+    assert capsys.readouterr().out == f"{task}: queued\n"
+    # The test cluster is synchronous, so the queued job has already run.
+    assert task.download_status == DownloadStatus.STORED
+    assert TaskEvent.objects.get(task=task, kind=EventKind.DOWNLOAD_QUEUED).message == (
+        "Download queued by runway_download."
+    )
+
+
+def test_command_fails_when_downloads_are_off(api, clock, now_of, settings):
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+
+    with pytest.raises(CommandError) as error:
+        call_command("runway_download", "--task", task.task_id)
+
+    assert str(error.value) == (
+        "Result downloads are off: set RUNWAY_FEED['DOWNLOAD_RESULTS'] = True."
+    )
+
+
+def test_command_exits_1_when_a_download_fails(api, clock, now_of, downloads, capsys):
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    point_outputs_at(task, "http://10.0.0.1/video.mp4")
+    downloads["DOWNLOAD_RESULTS"] = True
+
+    with pytest.raises(CommandError) as error:
+        call_command("runway_download", "--task", task.task_id)
+
+    assert str(error.value) == f"The download of task {task} did not complete."
+    assert capsys.readouterr().err.startswith(
+        f"{task}: failed (Download refused: Refused http://10.0.0.1/video.mp4: 10.0.0.1 is private;"
+    )
