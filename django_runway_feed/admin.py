@@ -35,6 +35,7 @@ from .models import POLLABLE_STATUSES, PollerState, RunwayTask, RunwayTaskQueryS
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 
 if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec
     from django_stubs_ext import StrOrPromise
 
     # django-stubs makes these generic; at run time they are plain classes.
@@ -119,9 +120,10 @@ def progress_bar(progress: int, status: str) -> SafeString:
     value = max(0, min(100, int(progress or 0)))
     css = STATUS_CLASSES.get(status, "unknown")
     return format_html(
-        '<span class="rf-progress" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
-        'aria-valuenow="{0}"><span class="rf-progress__fill rf-progress__fill--{1}" '
-        'style="width: {0}%"></span></span><span class="rf-progress__label">{0}%</span>',
+        '<span class="rf-progress-cell"><span class="rf-progress" role="progressbar" '
+        'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{0}">'
+        '<span class="rf-progress__fill rf-progress__fill--{1}" style="width: {0}%"></span>'
+        '</span><span class="rf-progress__label">{0}%</span></span>',
         value,
         css,
     )
@@ -255,7 +257,7 @@ class TaskChangeList(ChangeList):
 class RunwayTaskAdmin(RunwayTaskAdminBase):
     list_display = (
         "short_id",
-        "route",
+        "route_column",
         "status_column",
         "progress_column",
         "prompt_excerpt",
@@ -370,6 +372,17 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
         return downloads_enabled() and self.has_change_permission(request, obj)
 
+    def get_fieldsets(self, request: HttpRequest, obj: RunwayTask | None = None) -> _FieldsetSpec:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None:
+            return fieldsets
+        hidden = set()
+        if not obj.download_status and not obj.stored_files:
+            hidden.add(_("Stored result"))
+        if obj.resubmitted_from_id is None and not self._resubmissions(obj):
+            hidden.add(_("Resubmission"))
+        return [(title, options) for title, options in fieldsets if title not in hidden]
+
     def get_readonly_fields(self, request: HttpRequest, obj: RunwayTask | None = None) -> list[str]:
         # The poller owns every field but the host's own metadata.
         shown = [
@@ -394,6 +407,10 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         if not task.task_id:
             return format_html("#{}", task.pk)
         return format_html('<span title="{}">{}</span>', task.task_id, task.task_id[:8])
+
+    @admin.display(description=_("route"), ordering="route")
+    def route_column(self, task: RunwayTask) -> SafeString:
+        return format_html('<span title="{}">{}</span>', task.get_route_display(), task.route)
 
     @admin.display(description=_("status"), ordering="status")
     def status_column(self, task: RunwayTask) -> SafeString:
@@ -517,10 +534,19 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     @admin.display(description=_("resubmitted as"))
     def resubmissions_links(self, task: RunwayTask) -> SafeString | str:
-        newer = task.resubmissions.order_by("-pk").only("task_id", "status", "resubmitted_from")
         return format_html_join(
-            ", ", "{}", ((self._task_link(t),) for t in newer[:RESUBMISSION_LINKS])
+            ", ", "{}", ((self._task_link(t),) for t in self._resubmissions(task))
         )
+
+    @staticmethod
+    def _resubmissions(task: RunwayTask) -> list[RunwayTask]:
+        # Read once per page (the fieldsets and the field both need it), newest first.
+        cached: list[RunwayTask] | None = getattr(task, "_runway_resubmissions", None)
+        if cached is None:
+            newer = task.resubmissions.order_by("-pk").only("task_id", "status", "resubmitted_from")
+            cached = list(newer[:RESUBMISSION_LINKS])
+            task._runway_resubmissions = cached  # type: ignore[attr-defined]
+        return cached
 
     def _task_link(self, task: RunwayTask) -> SafeString:
         url = reverse(

@@ -1,0 +1,149 @@
+"""The task admin in a real browser: the list with its progress bars, a task page with its
+timeline and video, and the "Poll now" button moving a task on.
+
+The fake CometAPI runs on the test's clock; the test advances it and polls in-process, and the
+admin's own "Poll now" runs in the live server. Nothing here measures time: Playwright's
+``expect`` waits until the page shows what it should.
+
+With RUNWAY_SCREENSHOTS=1 the test also saves docs/images/admin-changelist.png and
+docs/images/admin-task.png.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.utils import timezone
+
+from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
+from django_runway_feed.statuses import Status
+from django_runway_feed.testing import TaskScript
+from tests.testapp.models import Product
+
+pytestmark = pytest.mark.browser
+
+IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+
+
+def serve_static_files(page: Any) -> None:
+    """Answer /static/ requests from the apps' static folders.
+
+    The test settings leave out django.contrib.staticfiles (a host site has it), so the live
+    server does not serve the admin's CSS; the browser gets it from here instead.
+    """
+    prefix = "/" + settings.STATIC_URL.strip("/") + "/"
+
+    def handle(route: Any) -> None:
+        path = urlsplit(route.request.url).path
+        found = finders.find(path[len(prefix) :]) if path.startswith(prefix) else None
+        if found:
+            route.fulfill(path=found)
+        else:
+            route.fulfill(status=404, body="not found")
+
+    page.route(f"**{prefix}**", handle)
+
+
+def screenshot(page: Any, name: str, **options: Any) -> None:
+    if os.environ.get("RUNWAY_SCREENSHOTS"):
+        IMAGES.mkdir(exist_ok=True)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(IMAGES / name), **options)
+
+
+def poll(*tasks: RunwayTask) -> None:
+    for task in tasks:
+        task.refresh_from_feed()
+
+
+def test_operator_watches_tasks_and_polls_one_to_its_end(
+    browser_page, live_server, transactional_db, django_user_model, api, clock
+):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    serve_static_files(page)
+    django_user_model.objects.create_superuser("operator", password="pw-operator")
+    shop = Product.objects.create(name="Spring campaign")
+    api.script_next(
+        TaskScript(queued_for=0, run_for=40),  # the fox: the one we poll by hand
+        TaskScript(queued_for=0, run_for=200),
+        TaskScript(queued_for=0, run_for=5, output_location="legacy_video_url"),
+        TaskScript(queued_for=0, run_for=3, outcome="failed", failure="The prompt was flagged."),
+        TaskScript(queued_for=500, run_for=10),
+    )
+    fox = RunwayTask.objects.generate(
+        "a red fox running through fresh snow, cinematic", content_object=shop
+    )
+    coast = RunwayTask.objects.generate(
+        "aerial shot of a rocky coastline at sunset", content_object=shop
+    )
+    cat = RunwayTask.objects.generate("a cat surfing a wave, slow motion", seconds=10)
+    flagged = RunwayTask.objects.generate("something the moderation refuses")
+    clouds = RunwayTask.objects.generate("timelapse of clouds rolling over mountains")
+    clock.advance(20)
+    poll(fox, coast, cat, flagged, clouds)
+    PollerState.objects.create(pk=1, last_success_at=timezone.now())
+    fox.refresh_from_db()
+    assert (fox.status, 0 < fox.progress < 100) == (Status.RUNNING, True)
+
+    page.goto(f"{live_server.url}/admin/django_runway_feed/runwaytask/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("pw-operator")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{live_server.url}/admin/django_runway_feed/runwaytask/")
+    # Room for every column: a wide window and the admin's app menu folded away.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.locator("#toggle-nav-sidebar").click()
+
+    # The list: one progress bar per task, badges, and the summary above.
+    bars = page.get_by_role("progressbar")
+    expect(bars).to_have_count(5)
+    fox_row = page.locator("#result_list tbody tr", has_text="a red fox running")
+    expect(fox_row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", str(fox.progress))
+    expect(fox_row.locator(".rf-badge")).to_have_text("Running")
+    expect(fox_row.locator(".field-host_object a")).to_have_text(f"product #{shop.pk}")
+    flagged_row = page.locator("#result_list tbody tr", has_text="moderation refuses")
+    expect(flagged_row.locator(".rf-badge")).to_have_text("Failed")
+    expect(flagged_row.locator(".field-last_error_excerpt")).to_have_text("The prompt was flagged.")
+    expect(page.locator(".rf-summary__unfinished")).to_have_text("3")
+    expect(page.locator(".rf-summary__health time")).to_contain_text("ago")
+    # The bar is drawn: its fill is as wide as the progress says.
+    fill = fox_row.locator(".rf-progress__fill")
+    width = fill.evaluate("el => el.getBoundingClientRect().width")
+    track = fox_row.locator(".rf-progress").evaluate("el => el.clientWidth")
+    assert abs(width - track * fox.progress / 100) <= 1.5
+    screenshot(page, "admin-changelist.png")
+
+    # The fox's page: running, its timeline, no video yet.
+    clock.advance(60)  # the provider has finished it; we have not polled yet
+    fox_row.locator(".field-short_id a").click()
+    expect(page.locator(".field-status_column .rf-badge")).to_have_text("Running")
+    timeline = page.locator(".rf-timeline__table tbody tr")
+    expect(timeline).to_have_count(2)  # submitting -> queued, queued -> running
+    expect(page.locator("video")).to_have_count(0)
+
+    page.get_by_role("button", name="Poll now").click()
+
+    expect(page.locator(".messagelist")).to_have_text("Polled 1 task.")
+    expect(page.locator(".field-status_column .rf-badge")).to_have_text("Succeeded")
+    expect(page.locator(".field-progress_column .rf-progress__label")).to_have_text("100%")
+    expect(timeline).to_have_count(4)
+    expect(timeline.first).to_contain_text("Manual poll")
+    expect(timeline.nth(1)).to_contain_text("succeeded")
+    fox.refresh_from_db()
+    video = page.locator("video.rf-video")
+    expect(video).to_have_attribute("src", fox.result_url)
+    expect(video).to_have_attribute("controls", "")
+    # Finished: poll and stop no longer apply; resubmit does.
+    expect(page.get_by_role("button", name="Poll now")).to_have_count(0)
+    expect(page.get_by_role("button", name="Resubmit")).to_have_count(1)
+    assert TaskEvent.objects.filter(task=fox, kind=EventKind.MANUAL_POLL).count() == 1
+    assert api.call_count(fox.task_id) == 2
+    screenshot(page, "admin-task.png", full_page=True)
