@@ -94,4 +94,10 @@ def test_user_creates_a_video_and_watches_it_finish(
 
     if os.environ.get("RUNWAY_SCREENSHOTS") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
+        # Let the first frame of the (fake, playable) clip load before the picture is taken.
+        page.wait_for_function("document.querySelector('.card video').readyState >= 4")
+        page.screenshot(
+            path=str(SCREENSHOT),
+            clip={"x": 0, "y": 0, "width": 1280, "height": 600},
+            animations="disabled",
+        )
