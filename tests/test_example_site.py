@@ -16,10 +16,10 @@ from django.urls import reverse
 from django_runway_feed import signals
 from django_runway_feed.models import RunwayTask, TaskEvent
 from django_runway_feed.statuses import Status
-from django_runway_feed.testing import TaskScript
+from django_runway_feed.testing import Fault, TaskScript
 from example_project.videos.models import Notification
 from example_project.videos.supervisor import Supervisor, group_alive
-from example_project.videos.views import task_state
+from example_project.videos.views import UNCONFIRMED, task_state
 from tests.testapp.models import Product
 
 pytestmark = [pytest.mark.urls("example_project.urls"), pytest.mark.django_db(transaction=True)]
@@ -440,3 +440,15 @@ def test_supervisor_children_stop_when_the_supervisor_is_killed():
     launcher.wait()
 
     assert wait_until(lambda: not process_running(child))
+
+
+def test_unconfirmed_submission_is_explained_and_not_resent(alice_client, alice, api):
+    api.inject(Fault(kind="status", status=500), route="create")
+
+    response = post_new(alice_client)
+    state = alice_client.get(reverse("videos:status", args=[RunwayTask.objects.get().pk])).json()
+
+    assert [str(m) for m in response.wsgi_request._messages] == [UNCONFIRMED]
+    assert state["status"] == "submitting"
+    assert state["failure"] == UNCONFIRMED
+    assert len(api.create_requests) == 1

@@ -45,6 +45,20 @@ def video_url(task: RunwayTask) -> str:
     return ""
 
 
+UNCONFIRMED = "We could not confirm that the video was accepted; it is not sent again."
+
+
+def _problem(task: RunwayTask) -> str:
+    if task.is_finished:
+        return task.fail_reason or task.failure_code
+    if task.status == "submitting" and task.last_error:
+        # The create call's answer was lost: the task may exist (and be billed) at the
+        # provider, so the app never re-sends it. Users get a plain sentence, operators the
+        # details in the admin.
+        return UNCONFIRMED
+    return ""
+
+
 def task_state(task: RunwayTask) -> dict[str, Any]:
     """The JSON the page's script reads; every value is data, never markup."""
     return {
@@ -54,7 +68,7 @@ def task_state(task: RunwayTask) -> dict[str, Any]:
         "progress": 100 if task.status == "succeeded" else task.progress,
         "finished": task.is_finished,
         "video_url": video_url(task),
-        "failure": task.fail_reason or task.failure_code if task.is_finished else "",
+        "failure": _problem(task),
     }
 
 
@@ -92,11 +106,7 @@ def new_video(request: HttpRequest) -> HttpResponse:
             if task.status == "failed":
                 messages.error(request, f"CometAPI refused the video: {task.fail_reason}")
             elif task.status == "submitting":
-                messages.warning(
-                    request,
-                    "We could not confirm the video was accepted; it is kept as submitted "
-                    "and not sent again.",
-                )
+                messages.warning(request, UNCONFIRMED)
             else:
                 messages.success(request, "Video requested. It appears below as it renders.")
             return redirect("videos:list")
