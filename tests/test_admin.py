@@ -549,6 +549,7 @@ def test_list_action_resubmit_links_the_new_task(admin_client, api):
     assert messages_of(response) == [
         f'Resubmitted 1 task. New: <a href="{change_url(new)}">{new}</a>'
     ]
+    assert f'New: <a href="{change_url(new)}">' in response.content.decode()
 
 
 def test_list_actions_need_the_change_permission():
