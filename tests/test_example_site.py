@@ -17,6 +17,7 @@ from django_runway_feed import signals
 from django_runway_feed.models import RunwayTask, TaskEvent
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import Fault, TaskScript
+from example_project.videos.management.commands.runway_serve import Command as ServeCommand
 from example_project.videos.models import Notification
 from example_project.videos.supervisor import Supervisor, group_alive
 from example_project.videos.views import UNCONFIRMED, task_state
@@ -452,3 +453,14 @@ def test_unconfirmed_submission_is_explained_and_not_resent(alice_client, alice,
     assert state["status"] == "submitting"
     assert state["failure"] == UNCONFIRMED
     assert len(api.create_requests) == 1
+
+
+def test_serve_demo_user_is_created_then_given_the_new_password(django_user_model):
+    command = ServeCommand()
+
+    command._demo_user("demo", "first-password")
+    command._demo_user("demo", "second-password")
+
+    user = django_user_model.objects.get(username="demo")
+    assert user.check_password("second-password")
+    assert not user.check_password("first-password")
