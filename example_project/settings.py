@@ -65,7 +65,9 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "videos:list"
 LOGOUT_REDIRECT_URL = "login"
 
-Q_CLUSTER = q_cluster_from_env("runway-example")
+Q_CLUSTER = q_cluster_from_env(
+    "runway-example", workers=int(os.environ.get("RUNWAY_Q_WORKERS", "2"))
+)
 
 RUNWAY_FEED = {
     # The demo points these at the fake CometAPI it starts; a real site reads its key from the
@@ -74,6 +76,16 @@ RUNWAY_FEED = {
     "BASE_URL": os.environ.get("COMETAPI_BASE_URL", "https://api.cometapi.com"),
     "POLL_WINDOW": float(os.environ.get("RUNWAY_POLL_WINDOW", "50")),
 }
+
+if os.environ.get("RUNWAY_DOWNLOAD_FROM_FAKE") == "1":
+    # make serve copies finished videos into MEDIA_ROOT, as a real site does before Runway's
+    # URLs expire. The fake CometAPI is plain http on loopback, which downloads refuse unless
+    # told otherwise; never allow either for the real API.
+    RUNWAY_FEED |= {
+        "DOWNLOAD_RESULTS": True,
+        "DOWNLOAD_ALLOW_HTTP": True,
+        "DOWNLOAD_ALLOWED_NETWORKS": ["127.0.0.1/32"],
+    }
 
 LOGGING = {
     "version": 1,

@@ -58,6 +58,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--run-seconds", type=float, default=20.0, help="How long each fake video renders."
         )
+        parser.add_argument(
+            "--no-downloads",
+            action="store_true",
+            help="Play the fake API's URLs instead of copies stored in MEDIA_ROOT.",
+        )
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", help="Demo user's password (default: a new random one).")
 
@@ -67,6 +72,7 @@ class Command(BaseCommand):
         addr: str,
         fakeapi_port: int,
         run_seconds: float,
+        no_downloads: bool,
         username: str,
         password: str | None,
         **options: Any,
@@ -84,6 +90,9 @@ class Command(BaseCommand):
             "COMETAPI_KEY": key,
             "COMETAPI_BASE_URL": fake_url,
             "RUNWAY_POLL_WINDOW": POLL_WINDOW,
+            # Two overlapping poll runs can hold two workers; a third runs the downloads.
+            "RUNWAY_Q_WORKERS": "3",
+            "RUNWAY_DOWNLOAD_FROM_FAKE": "0" if no_downloads else "1",
             "PYTHONUNBUFFERED": "1",
         }
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
