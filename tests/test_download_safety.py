@@ -76,6 +76,11 @@ class CountingServer:
                 outer.connections += 1
                 super().process_request(request, client_address)
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # Clients that give up (timeouts, refused certificates) reset connections on
+                # purpose; the stdlib would print each traceback to stderr.
+                return
+
         self.server = Server((host, 0), Handler)
         self.scheme = "http"
         if tls:
