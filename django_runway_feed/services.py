@@ -168,10 +168,20 @@ def _finish_submission(
     else:
         values.update(finished_at=now)
     with transaction.atomic():
-        RunwayTask.objects.filter(pk=task.pk, status=Status.SUBMITTING).update(
+        updated = RunwayTask.objects.filter(pk=task.pk, status=Status.SUBMITTING).update(
             status=status, updated_at=now, **values
         )
         task.task_id = values.get("task_id", task.task_id)
+        if not updated:
+            # The row left `submitting` while the create call was in flight (an operator
+            # stopped it): its status stays, no transition is recorded or signalled, but the
+            # provider's task id is kept so the task can still be found.
+            if task.task_id:
+                RunwayTask.objects.filter(pk=task.pk, task_id__isnull=True).update(
+                    task_id=task.task_id, updated_at=now
+                )
+            task.refresh_from_db(fields=["status", "failure_code"])
+            return
         outbox.record_transition(
             task, previous=Status.SUBMITTING, status=status, progress=0, message=message, now=now
         )

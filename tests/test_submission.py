@@ -260,6 +260,24 @@ def test_generate_accepted_sends_task_submitted_once(api, signal_log):
     assert list(task.events.values_list("from_status", "to_status")) == [("submitting", "queued")]
 
 
+def test_row_stopped_while_its_create_call_is_in_flight_keeps_its_status(api, signal_log):
+    class StoppedMidFlight(CometAPIClient):
+        def create(self, route, body):  # type: ignore[no-untyped-def]
+            # An operator stops the row while the request is on the wire.
+            RunwayTask.objects.filter(status=Status.SUBMITTING).update(
+                status=Status.CANCELLED, failure_code="stopped"
+            )
+            return super().create(route, body)
+
+    with StoppedMidFlight(api_key="test-key", base_url=api.url) as client:
+        task = RunwayTask.objects.generate("x", client=client)
+
+    assert task.status == Status.CANCELLED
+    assert task.task_id == api.task_ids()[0]  # the provider's id is kept for the record
+    assert not task.events.exists()
+    assert signal_log.of("task_submitted") == []
+
+
 def test_generate_timeout_after_sending_is_not_retried(api):
     api.inject(Fault.slow(1.0), route="create")
     client = CometAPIClient(timeout=(1, 0.3))
