@@ -6,7 +6,8 @@ short transaction: the rows are locked (``SELECT ... FOR UPDATE`` on PostgreSQL)
 are deleted, then the tasks, and every ``DELETE`` repeats the conditions (a terminal status,
 old enough, no undelivered signal) in its ``WHERE`` clause. The poller only ever writes
 unfinished rows, so the two never touch the same row; a task an operator reopens in between
-is simply not deleted. Stored output files are removed from ``RUNWAY_FEED['STORAGE']`` after
+is simply not deleted; a newer task resubmitted from a pruned one loses only that link. Stored
+files (video, poster, last frame) are removed from ``RUNWAY_FEED['STORAGE']`` after
 the batch commits, so a rollback never leaves a row pointing at a deleted file.
 """
 
@@ -118,6 +119,18 @@ def prune_finished_tasks(
     return result
 
 
+def _stored_names(rows: RunwayTaskQuerySet) -> list[str]:
+    """Every stored file of ``rows``: the video, the poster and the rest of ``stored_files``."""
+    names: set[str] = set()
+    stored = rows.exclude(output_file="", poster_file="", stored_files=[])
+    for video, poster, files in stored.values_list("output_file", "poster_file", "stored_files"):
+        names.update(name for name in (video, poster) if name)
+        for entry in files if isinstance(files, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]:
+                names.add(entry["name"])
+    return sorted(names)
+
+
 def _prune_batch(
     selected: RunwayTaskQuerySet, *, after: int, size: int, dry_run: bool, result: PruneResult
 ) -> int:
@@ -137,7 +150,7 @@ def _prune_batch(
             return 0
         rows = _delivered(selected.filter(pk__in=pks))
         events = TaskEvent.objects.filter(task__in=rows)
-        names = list(rows.exclude(output_file="").values_list("output_file", flat=True))
+        names = _stored_names(rows)
         if dry_run:
             result.tasks += rows.count()
             result.events += events.count()
@@ -147,6 +160,9 @@ def _prune_batch(
         # the WHERE clause above (delete() would collect and reload every row first) and sends
         # no per-row signals, which is what makes a batch cheap.
         result.events += events._raw_delete(using)
+        # A newer task resubmitted from a pruned one keeps living; its link is cleared (the
+        # database would refuse the DELETE otherwise, as Django's SET_NULL is not in it).
+        RunwayTask.objects.filter(resubmitted_from__in=rows).update(resubmitted_from=None)
         result.tasks += rows._raw_delete(using)
     if names:
         storage = storages[conf.STORAGE]

@@ -118,6 +118,49 @@ def test_prune_deletes_stored_files(settings):
     assert storage.exists(kept)
 
 
+@pytest.mark.django_db
+def test_prune_deletes_the_poster_and_last_frame_too(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    storage = storages["default"]
+    video, poster, frame = (
+        storage.save(f"runway_feed/2030/01/{name}", ContentFile(b"x"))
+        for name in ("v.mp4", "p.png", "f.png")
+    )
+    make_task(
+        days_old=10,
+        output_file=video,
+        poster_file=poster,
+        stored_files=[
+            {"kind": "video", "name": video},
+            {"kind": "poster", "name": poster},
+            {"kind": "last_frame", "name": frame},
+        ],
+    )
+
+    result = prune_finished_tasks(days=1, now=NOW)
+
+    assert (result.tasks, result.files, result.file_errors) == (1, 3, 0)
+    assert not any(storage.exists(name) for name in (video, poster, frame))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prune_keeps_a_newer_resubmission_and_clears_its_link():
+    old = make_task(status=Status.FAILED, days_old=31)
+    newer = make_task(days_old=1, resubmitted_from=old)
+    chained = make_task(status=Status.FAILED, days_old=40, resubmitted_from=old)
+
+    result = prune_finished_tasks(days=30, now=NOW)
+
+    assert result.tasks == 2
+    assert remaining() == {newer.pk}
+    newer.refresh_from_db()
+    assert newer.resubmitted_from is None
+    assert not RunwayTask.objects.filter(pk=chained.pk).exists()
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
