@@ -4,7 +4,7 @@ import secrets
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_runway_feed.testing import FakeCometAPI, TaskScript
 
@@ -12,7 +12,8 @@ from django_runway_feed.testing import FakeCometAPI, TaskScript
 class Command(BaseCommand):
     help = (
         "Run the fake CometAPI server (Runway create routes and feed) for local work and demos. "
-        "Tasks succeed after --run-seconds in real time."
+        "Tasks succeed after --run-seconds in real time; a prompt containing a --fail-prompt "
+        "word fails like a moderation refusal."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -21,6 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--api-key", help="Key the server expects (default: a random one).")
         parser.add_argument("--latency", type=float, default=0.0, help="Seconds per response.")
         parser.add_argument("--run-seconds", type=float, default=20.0)
+        parser.add_argument(
+            "--fail-prompt",
+            action="append",
+            default=[],
+            metavar="WORD",
+            help="A prompt containing WORD fails (SAFETY.INPUT.TEXT) after it ran. Repeatable.",
+        )
 
     def handle(
         self,
@@ -30,8 +38,11 @@ class Command(BaseCommand):
         api_key: str | None,
         latency: float,
         run_seconds: float,
+        fail_prompt: list[str],
         **options: Any,
     ) -> None:
+        if any(not word.strip() for word in fail_prompt):
+            raise CommandError("--fail-prompt needs a non-empty word.")
         key = api_key or secrets.token_urlsafe(16)
         server = FakeCometAPI(
             api_key=key,
@@ -40,8 +51,12 @@ class Command(BaseCommand):
             latency=latency,
             default_script=TaskScript(run_for=run_seconds),
         )
+        for word in fail_prompt:
+            server.script_prompt(word, TaskScript(run_for=run_seconds, outcome="failed"))
         with server:
             self.stdout.write(f"Fake CometAPI listening on {server.url}")
+            if fail_prompt:
+                self.stdout.write(f"Prompts containing {', '.join(map(repr, fail_prompt))} fail.")
             self.stdout.write(
                 f"Point your site at it:\n  RUNWAY_FEED = {{'BASE_URL': '{server.url}', "
                 f"'API_KEY': '{key}'}}"

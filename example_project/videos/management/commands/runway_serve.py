@@ -97,7 +97,7 @@ class Command(BaseCommand):
         }
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         fake_argv = [*manage, "runway_fakeapi", "--port", str(port), "--api-key", key]
-        fake_argv += ["--run-seconds", str(run_seconds)]
+        fake_argv += ["--run-seconds", str(run_seconds), "--fail-prompt", "fail"]
 
         with Supervisor(log=self.stderr.write) as supervisor:
             supervisor.start("fake CometAPI", fake_argv, env=env)
@@ -137,6 +137,7 @@ class Command(BaseCommand):
                 f"  Log in as  {username} / {password}\n"
                 f"  New video: {site_url}/videos/new/   Admin: {site_url}/admin/ "
                 "(make a superuser with createsuperuser)\n"
+                "  A prompt containing 'fail' ends as a moderation failure.\n"
                 f"  Ctrl-C stops everything.\n{line}"
             )
         )
