@@ -11,9 +11,11 @@ import datetime as dt
 import email.utils
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -567,3 +569,17 @@ def _lock_task_table() -> Callable[[], None]:
     )
     other.execute(f"LOCK TABLE {RunwayTask._meta.db_table} IN ACCESS EXCLUSIVE MODE")
     return lambda: (other.rollback(), other.close())  # type: ignore[func-returns-value]
+
+
+def test_reliability_doc_names_only_existing_tests():
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "reliability.md").read_text()
+    references = set(re.findall(r"`(tests/\w+\.py)::(\w+)`", doc))
+
+    assert len(references) > 40
+    missing = [
+        f"{path}::{name}"
+        for path, name in sorted(references)
+        if not re.search(rf"^def {name}\(", (root / path).read_text(), re.MULTILINE)
+    ]
+    assert missing == []
