@@ -144,10 +144,9 @@ def resume_tracking(
 
     The one deliberate backward move of a status: ``failed`` -> ``queued``, failure cleared,
     polled at once. It sends no signal (receivers hear of the next real transition) and writes
-    a ``resumed`` event keeping the old failure. The poller's rules still apply: a task that is
-    still unfinished past ``TASK_TIMEOUT`` (or still invisible past ``NOT_FOUND_GRACE``) is
-    given up again at its next poll, so resume after raising the setting, or to collect a
-    result the provider produced late.
+    a ``resumed`` event keeping the old failure. ``resumed_at`` is set, and ``TASK_TIMEOUT``
+    and ``NOT_FOUND_GRACE`` count from it: the task gets a fresh window, after which it is
+    given up again if it still has not finished (or still is not visible).
     """
     now = now or timezone.now()
     report = ActionReport("Resumed")
@@ -163,6 +162,7 @@ def resume_tracking(
                 failure_code="",
                 fail_reason="",
                 finished_at=None,
+                resumed_at=now,
                 next_poll_at=now,
                 error_count=0,
                 last_error="",

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .files import result_storage
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
 if TYPE_CHECKING:
@@ -257,6 +258,9 @@ class RunwayTask(models.Model):
     submitted_at = models.DateTimeField(_("submitted"), null=True, blank=True)
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # Set when an operator resumes a given-up task: TASK_TIMEOUT and NOT_FOUND_GRACE count
+    # from here rather than from submission, so the task gets a fresh window.
+    resumed_at = models.DateTimeField(_("resumed"), null=True, blank=True)
     last_polled_at = models.DateTimeField(_("last polled"), null=True, blank=True)
     next_poll_at = models.DateTimeField(_("next poll"), null=True, blank=True)
 
@@ -286,10 +290,18 @@ class RunwayTask(models.Model):
     # Result persistence (DOWNLOAD_RESULTS): the video in output_file, the poster in poster_file,
     # every stored file (kind, name, size, sha256, content type) in stored_files.
     output_file = models.FileField(
-        _("stored output"), upload_to="runway_feed/%Y/%m/", max_length=500, blank=True
+        _("stored output"),
+        upload_to="runway_feed/%Y/%m/",
+        storage=result_storage,
+        max_length=500,
+        blank=True,
     )
     poster_file = models.FileField(
-        _("stored poster"), upload_to="runway_feed/%Y/%m/", max_length=500, blank=True
+        _("stored poster"),
+        upload_to="runway_feed/%Y/%m/",
+        storage=result_storage,
+        max_length=500,
+        blank=True,
     )
     stored_files = models.JSONField(_("stored files"), default=list, blank=True)
     output_size = models.BigIntegerField(_("stored size"), null=True, blank=True)

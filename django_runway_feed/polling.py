@@ -165,7 +165,11 @@ def error_backoff(error_count: int) -> float:
 
 
 def _age(task: RunwayTask, now: dt.datetime) -> float:
-    return (now - (task.submitted_at or task.created_at)).total_seconds()
+    """Seconds since submission, or since an operator resumed the task (a fresh window)."""
+    since = task.submitted_at or task.created_at
+    if task.resumed_at is not None and task.resumed_at > since:
+        since = task.resumed_at
+    return (now - since).total_seconds()
 
 
 def _timed_out(task: RunwayTask, now: dt.datetime) -> bool:

@@ -87,8 +87,8 @@ def get_storage() -> Storage:
 def stored_file_url(task: RunwayTask, kind: str = "video") -> str:
     """The URL of a stored output (``video``, ``poster`` or ``last_frame``), or ``""``.
 
-    Use this rather than ``task.output_file.url`` when ``STORAGE`` is not ``"default"``: the
-    model field always answers from the default storage.
+    ``task.output_file.url`` and ``task.poster_file.url`` give the same answer for those two
+    (their storage forwards to the configured alias, see :mod:`django_runway_feed.files`).
     """
     for entry in task.stored_files or []:
         if isinstance(entry, dict) and entry.get("kind") == kind and entry.get("name"):

@@ -8,6 +8,7 @@ import pytest
 
 from django_runway_feed import actions
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
+from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import FailureCode, Status
 from django_runway_feed.testing import TaskScript
 from tests.conftest import run_in_threads
@@ -172,6 +173,32 @@ def test_resumed_task_is_polled_to_its_late_result(api, clock, now_of, signal_lo
     assert task.status == Status.SUCCEEDED
     assert task.result_url.endswith(f"/outputs/{task.task_id}.mp4")
     assert len(signal_log.of("task_succeeded")) == 1
+
+
+def test_resumed_task_gets_a_fresh_task_timeout_window(api, clock, now_of, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "TASK_TIMEOUT": 600}
+    task = track(api, now_of, TaskScript(queued_for=0, run_for=10_000))
+
+    def poll() -> tuple[str, str]:
+        with Poller(clock=now_of) as poller:
+            poller.run_round()
+        row = RunwayTask.objects.get(pk=task.pk)
+        return row.status, row.failure_code
+
+    clock.advance(1)
+    assert poll() == (Status.RUNNING, "")
+    clock.advance(600)
+    assert poll() == (Status.FAILED, FailureCode.TIMEOUT)
+
+    actions.resume_tracking([RunwayTask.objects.get(pk=task.pk)], now=now_of())
+    clock.advance(5)
+    assert poll() == (Status.RUNNING, "")  # back to running: a transition, no timeout check
+    calls = api.call_count(task.task_id)
+    clock.advance(120)
+    assert poll() == (Status.RUNNING, "")  # 721 s after submission, 125 s after the resume
+    assert api.call_count(task.task_id) == calls + 1
+    clock.advance(600)
+    assert poll() == (Status.FAILED, FailureCode.TIMEOUT)
 
 
 @pytest.mark.parametrize(

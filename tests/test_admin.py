@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from django_runway_feed.admin import duration, web_url
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
+from django_runway_feed.polling import settings_fingerprint
 from django_runway_feed.statuses import FailureCode, Status
 from django_runway_feed.testing import TaskScript
 from tests.testapp.models import Product
@@ -217,6 +218,19 @@ def test_changelist_summary_ignores_a_pause_that_ended(admin_client):
     response = admin_client.get(CHANGELIST)
 
     assert "Polling is paused" not in response.content.decode()
+
+
+def test_changelist_summary_ignores_a_pause_for_a_key_since_replaced(admin_client, settings):
+    until = timezone.now() + dt.timedelta(minutes=10)
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "API_KEY": "old-key"}
+    PollerState.objects.create(
+        pk=1, paused_until=until, pause_reason="401", pause_fingerprint=settings_fingerprint()
+    )
+    assert "Polling is paused" in admin_client.get(CHANGELIST).content.decode()
+
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "API_KEY": "new-key"}
+
+    assert "Polling is paused" not in admin_client.get(CHANGELIST).content.decode()
 
 
 def test_changelist_get_never_creates_the_poller_row(admin_client):

@@ -33,6 +33,13 @@ def test_wheel_contents(tmp_path):
     assert "django_runway_feed/py.typed" in names
     assert "django_runway_feed/migrations/0001_initial.py" in names
     assert "django_runway_feed/testing/server.py" in names
+    # Package data: every migration, the admin's templates and CSS, the fake server's clip.
+    assert "django_runway_feed/migrations/0002_downloads_resubmit_budget.py" in names
+    assert "django_runway_feed/static/django_runway_feed/admin.css" in names
+    assert "django_runway_feed/testing/media/sample.mp4" in names
+    templates = [n for n in names if n.startswith("django_runway_feed/templates/")]
+    assert any(n.endswith("change_list.html") for n in templates)
+    assert any(n.endswith("change_form.html") for n in templates)
     assert not [n for n in names if n.startswith(("tests/", "example_project/", "benchmarks/"))]
     metadata = next(n for n in names if n.endswith("METADATA"))
     requires = [

@@ -128,6 +128,20 @@ def test_success_stores_video_poster_and_last_frame_with_matching_sha256(
     assert storage.stored_file_url(task, "poster") == f"/media/runway/{task.poster_file.name}"
 
 
+def test_the_file_fields_answer_from_the_configured_storage_alias(
+    api, clock, now_of, downloads, media
+):
+    task = finish(api, clock, now_of, WITH_POSTER)
+
+    task.refresh_from_db()
+    # STORAGE is "runway" here, not "default": the fields forward to it at every call.
+    assert task.output_file.url == f"/media/runway/{task.output_file.name}"
+    assert task.poster_file.url == storage.stored_file_url(task, "poster")
+    with task.output_file.open("rb") as stored:
+        assert stored.read() == output_bytes(task.task_id, ".mp4")
+    assert task.output_file.size == task.output_size
+
+
 def test_result_stored_is_an_outbox_event_sent_after_commit(
     api, clock, now_of, downloads, stored_log
 ):
