@@ -12,6 +12,7 @@ docs/images/admin-task.png.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,12 +24,18 @@ from django.utils import timezone
 
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.statuses import Status
-from django_runway_feed.testing import TaskScript
+from django_runway_feed.testing import FakeClock, TaskScript
 from tests.testapp.models import Product
 
 pytestmark = pytest.mark.browser
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # Starts at the real time, so the provider's timestamps on the task page read as today.
+    return FakeClock(start=time.time())
 
 
 def serve_static_files(page: Any) -> None:

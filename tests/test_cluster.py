@@ -7,16 +7,10 @@ and Redis in the second pass of ``.ci/run``.
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
@@ -24,11 +18,11 @@ from django_runway_feed.models import EventKind, RunwayTask, TaskEvent
 from django_runway_feed.schedules import POLL_FUNC
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeCometAPI, TaskScript
+from tests.processes import start_cluster, stop
 from tests.testapp.models import SignalRecord
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL = 1.0
 
 SCENARIOS = {
@@ -60,35 +54,6 @@ def real_time_api(settings, monkeypatch):
         yield server, feed
 
 
-def start_cluster(feed: dict, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        "RUNWAY_TEST_DATABASE": connection.settings_dict["NAME"],
-        "RUNWAY_TEST_FEED_SETTINGS": json.dumps(feed),
-        "RUNWAY_RECORD_SIGNALS": "1",
-    }
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "django", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_cluster(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def test_qcluster_drives_every_task_to_its_end(real_time_api, tmp_path):
     server, feed = real_time_api
     get_broker().purge_queue()
@@ -109,7 +74,7 @@ def test_qcluster_drives_every_task_to_its_end(real_time_api, tmp_path):
         while RunwayTask.objects.unfinished().exists() and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
-        stop_cluster(cluster)
+        stop([cluster])
 
     unfinished = list(RunwayTask.objects.unfinished().values_list("metadata", "status"))
     assert unfinished == [], log.read_text()[-3000:]

@@ -12,16 +12,12 @@ several processes polling at once runs on both databases.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,11 +30,11 @@ from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeCometAPI, TaskScript
 from tests.conftest import run_in_threads
+from tests.processes import start_python
 from tests.testapp.models import SignalRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 LEASE = 60
 STARTS_RUNNING = TaskScript(queued_for=0, run_for=10_000)
 
@@ -58,26 +54,6 @@ def live_api(settings, monkeypatch) -> Any:
         }
         settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, **feed}
         yield server, feed
-
-
-def start(argv: list[str], feed: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        "RUNWAY_TEST_DATABASE": connection.settings_dict["NAME"],
-        "RUNWAY_TEST_FEED_SETTINGS": json.dumps(feed),
-        "RUNWAY_RECORD_SIGNALS": "1",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float = 60) -> None:
@@ -120,7 +96,7 @@ def test_sigkill_mid_batch_leases_expire_and_another_run_finishes(live_api, tmp_
     tasks = track_many(server, 20)
     claimed_at = timezone.now()
 
-    worker = start(["-m", "django", "runway_poll"], feed, tmp_path / "poll.log")
+    worker = start_python(["-m", "django", "runway_poll"], feed, tmp_path / "poll.log")
     wait_for(lambda: server.max_concurrent_requests >= 1)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=30)
@@ -157,7 +133,7 @@ def test_sigkill_between_commit_and_signals_sweep_sends_once(live_api, tmp_path)
         """
     )
 
-    worker = start(["-c", code], feed, tmp_path / "poll.log")
+    worker = start_python(["-c", code], feed, tmp_path / "poll.log")
     assert worker.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "poll.log").read_text()
 
     orphan = TaskEvent.objects.get(kind=EventKind.TRANSITION, from_status=Status.QUEUED)
@@ -258,7 +234,7 @@ def test_processes_polling_at_once_never_double_poll(live_api, tmp_path):
     tasks = track_many(server, 300)
 
     log = tmp_path / "poll.log"
-    workers = [start(["-m", "django", "runway_poll"], feed, log) for _ in range(3)]
+    workers = [start_python(["-m", "django", "runway_poll"], feed, log) for _ in range(3)]
     codes = [worker.wait(timeout=120) for worker in workers]
 
     assert codes == [0, 0, 0], log.read_text()[-3000:]

@@ -20,19 +20,11 @@ throttled wait) gets a quarter; 5 % of feed requests get a random fault (429 wit
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any
 
 import pytest
-from django.db import connection
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
@@ -40,6 +32,7 @@ from django_runway_feed.models import EventKind, RunwayTask, TaskEvent
 from django_runway_feed.schedules import POLL_FUNC
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeCometAPI, TaskScript
+from tests.processes import start_cluster, stop
 from tests.testapp.models import SignalRecord
 
 pytestmark = [
@@ -49,7 +42,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
 TASKS = 400
 POLL_INTERVAL = 1.0
 RATE = 150
@@ -70,38 +62,6 @@ SCRIPTS: dict[str, tuple[TaskScript, str]] = {
 
 def script_seconds(script: TaskScript) -> float:
     return script.invisible_for + script.queued_for + script.throttled_for + script.run_for
-
-
-def start_cluster(feed: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        "RUNWAY_TEST_DATABASE": connection.settings_dict["NAME"],
-        "RUNWAY_TEST_FEED_SETTINGS": json.dumps(feed),
-        "RUNWAY_RECORD_SIGNALS": "1",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "django", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_clusters(processes: list[subprocess.Popen[bytes]]) -> None:
-    # Both at once: each waits for its running poll jobs (up to POLL_WINDOW) before it exits.
-    for process in processes:
-        os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_soak_two_clusters_mixed_scripts_and_faults(settings, monkeypatch, tmp_path):
@@ -151,7 +111,7 @@ def test_soak_two_clusters_mixed_scripts_and_faults(settings, monkeypatch, tmp_p
                     next_runs = time.monotonic() + feed["POLL_WINDOW"] / 2
                 time.sleep(0.5)
         finally:
-            stop_clusters(clusters)
+            stop(clusters)
         elapsed = time.time() - started
         calls = server.feed_calls()
 
