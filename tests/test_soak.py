@@ -1,8 +1,8 @@
 """Soak: two ``qcluster`` processes on the Redis broker and PostgreSQL, many tasks, faults.
 
-Scaled to fit the CI machine (two shared cores) in about a minute or two: ``TASKS`` tasks instead
-of the issue's 2,000, with scripts of a few seconds and ``POLL_INTERVAL`` 1 s, so every task
-lives through several polls. Each of the four scripts (success, failure, invisible start,
+Sized for the CI machine (two shared cores), about two and a half minutes: ``TASKS`` tasks with
+scripts of 35 to 50 s, long enough for every task to be polled several times although the budget
+spreads the polls (``POLL_INTERVAL`` 1 s, but ``RATE`` requests/s for all tasks together). Each of the four scripts (success, failure, invisible start,
 throttled wait) gets a quarter; 5 % of feed requests get a random fault (429 with Retry-After,
 500, 502, 503, an HTML page, truncated JSON); the shared request budget is set to
 ``RATE`` requests/s for both clusters together. At the end:
@@ -42,21 +42,23 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-TASKS = 400
+TASKS = 2000
 POLL_INTERVAL = 1.0
 RATE = 150
 FAULT_RATE = 0.05
-DEADLINE = 150.0
+DEADLINE = 300.0
 CALL_SLACK = 6
 
+# Long enough that each task is polled several times while the budget spreads the polls of
+# 2,000 tasks: RATE requests/s reach each task every ~TASKS / RATE seconds.
 SCRIPTS: dict[str, tuple[TaskScript, str]] = {
-    "success": (TaskScript(queued_for=1, run_for=4), Status.SUCCEEDED),
+    "success": (TaskScript(queued_for=10, run_for=40), Status.SUCCEEDED),
     "failure": (
-        TaskScript(run_for=3, outcome="failed", failure_code="SAFETY.OUTPUT.VIDEO"),
+        TaskScript(queued_for=5, run_for=30, outcome="failed", failure_code="SAFETY.OUTPUT.VIDEO"),
         Status.FAILED,
     ),
-    "invisible": (TaskScript(invisible_for=3, queued_for=0, run_for=3), Status.SUCCEEDED),
-    "throttled": (TaskScript(queued_for=0, throttled_for=4, run_for=3), Status.SUCCEEDED),
+    "invisible": (TaskScript(invisible_for=20, queued_for=0, run_for=30), Status.SUCCEEDED),
+    "throttled": (TaskScript(queued_for=0, throttled_for=30, run_for=20), Status.SUCCEEDED),
 }
 
 
@@ -91,10 +93,12 @@ def test_soak_two_clusters_mixed_scripts_and_faults(settings, monkeypatch, tmp_p
                 assert time.monotonic() < boot_deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
             names = list(itertools.islice(itertools.cycle(SCRIPTS), TASKS))
+            creating = time.monotonic()
             tasks = {}
             for index, name in enumerate(names):
                 task_id = server.add_task(SCRIPTS[name][0])
                 tasks[task_id] = (name, RunwayTask.objects.track(task_id, metadata={"n": index}))
+            created_in = time.monotonic() - creating
             deadline = time.monotonic() + DEADLINE
             next_runs = 0.0
             while time.monotonic() < deadline and (
@@ -158,6 +162,7 @@ def test_soak_two_clusters_mixed_scripts_and_faults(settings, monkeypatch, tmp_p
     faults = Counter(call.status_code for call in calls if call.status_code >= 429)
     assert faults  # the background fault rate did fire
     print(
-        f"soak: {TASKS} tasks, {len(calls)} feed calls in {elapsed:.0f} s "
+        f"soak: {TASKS} tasks (tracked in {created_in:.0f} s), {len(calls)} feed calls in "
+        f"{elapsed:.0f} s "
         f"({len(calls) / TASKS:.1f} per task), HTTP faults {dict(faults)}"
     )
