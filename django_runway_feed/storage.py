@@ -514,11 +514,15 @@ def ip_literal(host: str) -> IPAddress | None:
 
 def address_problem(address: IPAddress, allowed_networks: list[Any]) -> str:
     """Why connecting to ``address`` is refused, or ``""`` when it is allowed."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     if any(address in network for network in allowed_networks):
         return ""
+    if isinstance(address, ipaddress.IPv6Address) and address.sixtofour is not None:
+        # A 6to4 address is carried to the IPv4 address inside it: that one must pass too.
+        inner = address_problem(address.sixtofour, allowed_networks)
+        if inner:
+            return f"{address} is a 6to4 address ({inner})"
     for label, flag in (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),

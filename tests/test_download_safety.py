@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import socket
 import ssl
 import threading
@@ -22,7 +23,7 @@ from django_runway_feed.exceptions import (
     DownloadTooLarge,
 )
 from django_runway_feed.models import DownloadStatus, EventKind, RunwayTask, TaskEvent
-from django_runway_feed.storage import SafeDownloader, ip_literal
+from django_runway_feed.storage import SafeDownloader, address_problem, ip_literal
 
 # A test CA and a certificate for ``videos.example`` signed by it (valid until 2126; made with
 # openssl for these tests only).
@@ -182,6 +183,13 @@ def test_loopback_in_any_spelling_is_refused_without_connecting(target, host, re
         (["::1"], "::1 is loopback"),
         (["fd12:3456::1"], "fd12:3456::1 is private"),
         (["fe80::1"], "fe80::1 is link-local"),
+        (["::127.0.0.1"], "::7f00:1 is reserved"),  # IPv4-compatible
+        (["64:ff9b::127.0.0.1"], "64:ff9b::7f00:1 is reserved"),  # NAT64
+        (["2002:7f00:1::1"], "2002:7f00:1::1 is a 6to4 address (127.0.0.1 is loopback)"),
+        (
+            ["2002:a9fe:a9fe::"],
+            "2002:a9fe:a9fe:: is a 6to4 address (169.254.169.254 is link-local)",
+        ),
         # One bad address among good ones is enough: the resolver could hand out either.
         (["93.184.215.14", "127.0.0.1"], "127.0.0.1 is loopback"),
     ],
@@ -255,6 +263,15 @@ def test_hosts_outside_the_allow_list_are_refused_before_resolving(target):
     assert downloader._host_allowed("runwayml.com") is True
     assert downloader._host_allowed("evilrunwayml.com") is False
     assert target.connections == 0
+
+
+def test_a_6to4_address_passes_when_the_ipv4_address_inside_is_public_or_allowed():
+    public = ipaddress.ip_address("2002:5db8:d70e::1")  # 93.184.215.14 inside
+    private = ipaddress.ip_address("2002:a00:1::1")  # 10.0.0.1 inside
+
+    assert address_problem(public, []) == ""
+    assert address_problem(private, []) == "2002:a00:1::1 is a 6to4 address (10.0.0.1 is private)"
+    assert address_problem(private, [ipaddress.ip_network("10.0.0.0/8")]) == ""
 
 
 def test_ip_literal_catches_every_inet_aton_form():
