@@ -14,6 +14,11 @@ refused once ``budget_tat`` would pass ``now + burst / rate``.
 
 The same number also carries a *hold* (a 429 storm: the API asked everybody to wait): while
 ``budget_tat`` is in the future beyond one burst, nothing is granted, with or without a rate.
+
+Time is wall time, so the bound above assumes the workers' clocks agree. A ``budget_tat`` further
+ahead than any grant or hold can put it (one burst plus ``MAX_HOLD_SECONDS``) was written by a
+clock that ran ahead, or this host's clock has since stepped back; it is treated as stale and the
+budget starts afresh from now, rather than stalling every worker until the clocks meet again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 CAS_ATTEMPTS = 4
 # How soon a round that lost every compare-and-set looks again.
 CONTENDED_RETRY = 0.05
+# The longest hold: a longer one is clamped, and a ``budget_tat`` beyond it is a clock's error.
+MAX_HOLD_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,13 @@ class RequestBudget:
             return 0.0
         return float(value)
 
+    def _in_effect(self, tat: float, now: float) -> float:
+        """``tat``, or ``now`` when it lies further ahead than any grant or hold can put it."""
+        return now if tat > now + self.tolerance + MAX_HOLD_SECONDS else tat
+
     def _evaluate(self, tat: float, now: float, wanted: int) -> tuple[int, float, float]:
         """(granted, new tat, seconds until the next request could be granted)."""
+        tat = self._in_effect(tat, now)
         if not self.rate:
             if tat > now:  # a hold
                 return 0, tat, tat - now
@@ -132,11 +144,16 @@ class RequestBudget:
         return Grant(0, CONTENDED_RETRY)
 
     def hold(self, seconds: float) -> None:
-        """Grant nothing to anybody for ``seconds`` (from now): the API said to slow down."""
-        until = self.now() + seconds + self.tolerance
+        """Grant nothing to anybody for ``seconds`` from now: the API said to slow down.
+
+        ``seconds`` is clamped to ``MAX_HOLD_SECONDS``; a longer hold already in effect stands.
+        """
+        seconds = min(max(seconds, 0.0), MAX_HOLD_SECONDS)
         for _attempt in range(CAS_ATTEMPTS):
+            now = self.now()
+            until = now + seconds + self.tolerance
             tat = self._read()
-            if tat >= until:
+            if self._in_effect(tat, now) >= until:
                 return
             if PollerState.objects.filter(pk=1, budget_tat=tat).update(budget_tat=until):
                 logger.warning(

@@ -22,7 +22,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from django_runway_feed.budget import Grant, RequestBudget
+from django_runway_feed.budget import MAX_HOLD_SECONDS, Grant, RequestBudget
 from django_runway_feed.health import check_pause, status_report
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.polling import (
@@ -488,6 +488,38 @@ def test_budget_off_grants_everything_but_honours_a_hold():
     held = budget.reserve(1)
     now.value += 31
     assert held == Grant(0, 30.0)
+    assert budget.reserve(1).granted == 1
+
+
+@pytest.mark.parametrize("rate", [10, None], ids=["rate", "unlimited"])
+def test_budget_ahead_of_every_clock_is_stale_not_a_stall(rate):
+    """A ``budget_tat`` an hour ahead (a skewed host wrote it, or this clock stepped back)."""
+    now = SteppedTime()
+    PollerState.objects.update_or_create(pk=1, defaults={"budget_tat": now.value + 3_600})
+    budget = RequestBudget(rate, now=now)
+
+    grant = budget.reserve(100)
+
+    assert grant.granted == (10 if rate else 100)
+    assert PollerState.objects.get(pk=1).budget_tat <= now.value + 1
+    # And a hold written over such a value is still a hold.
+    PollerState.objects.filter(pk=1).update(budget_tat=now.value + 3_600)
+    budget.hold(30)
+    assert budget.reserve(1).granted == 0
+    now.value += 32
+    assert budget.reserve(1).granted == 1
+
+
+def test_budget_hold_is_clamped():
+    now = SteppedTime()
+    budget = RequestBudget(10, now=now)
+
+    budget.hold(99_999_999)
+    held = budget.reserve(1)
+    now.value += MAX_HOLD_SECONDS + 1
+
+    assert held.granted == 0
+    assert MAX_HOLD_SECONDS - 1 <= held.retry_in <= MAX_HOLD_SECONDS + 1
     assert budget.reserve(1).granted == 1
 
 
