@@ -22,7 +22,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import logging
-import mimetypes
 import socket
 import tempfile
 import time
@@ -64,6 +63,16 @@ CHUNK_SIZE = 64 * 1024
 # Output kinds (as the feed parser names them) and the content types each may have.
 ALLOWED_CONTENT_TYPES = {"video": "video/", "poster": "image/", "last_frame": "image/"}
 KIND_ORDER = ("video", "poster", "last_frame")
+# The file name extension of each content type stored as is; any other type is saved as ".bin".
+STORED_EXTENSIONS = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "image/gif": ".gif",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+}
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DUE_BATCH = 100
@@ -234,7 +243,6 @@ class DownloadOutcome:
 @dataclass
 class _Fetched:
     kind: str
-    url: str
     file: IO[bytes]
     size: int
     sha256: str
@@ -327,7 +335,7 @@ def _fetch_all(task: RunwayTask, downloader: SafeDownloader, stack: ExitStack) -
     for kind, url in urls:
         handle = stack.enter_context(tempfile.TemporaryFile(prefix="runway-download-"))  # noqa: SIM115
         result = downloader.fetch(url, handle, content_type_prefix=ALLOWED_CONTENT_TYPES[kind])
-        fetched.append(_Fetched(kind, url, handle, result.size, result.sha256, result.content_type))
+        fetched.append(_Fetched(kind, handle, result.size, result.sha256, result.content_type))
     return fetched
 
 
@@ -351,12 +359,11 @@ def _refresh_outputs(task: RunwayTask, *, client: Any = None) -> None:
     )
 
 
-def _storage_name(task: RunwayTask, kind: str, url: str, content_type: str) -> str:
-    extension = mimetypes.guess_extension(content_type) or ""
-    if not extension:
-        path = urlsplit(url).path
-        suffix = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
-        extension = f".{suffix}" if suffix.isalnum() and len(suffix) <= 5 else ".bin"
+def _storage_name(task: RunwayTask, kind: str, content_type: str) -> str:
+    # The extension decides how the site's media server labels the file, so it comes from a
+    # fixed list: a hostile server's ``image/svg+xml`` or URL ending in ``.html`` must not turn
+    # into a page that runs script on the site's own origin.
+    extension = STORED_EXTENSIONS.get(content_type, ".bin")
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in (task.task_id or str(task.pk)))
     suffix = "" if kind == "video" else f"-{kind.replace('_', '-')}"
     return task.output_file.field.generate_filename(task, f"{stem[:100]}{suffix}{extension}")
@@ -369,9 +376,7 @@ def _store(task: RunwayTask, owner: str, fetched: list[_Fetched]) -> DownloadOut
         records = []
         for item in fetched:
             item.file.seek(0)
-            name = storage.save(
-                _storage_name(task, item.kind, item.url, item.content_type), File(item.file)
-            )
+            name = storage.save(_storage_name(task, item.kind, item.content_type), File(item.file))
             saved.append(name)
             records.append(
                 {

@@ -546,6 +546,49 @@ def test_a_failing_poster_leaves_no_file_in_storage(target, settings, tmp_path: 
     assert TaskEvent.objects.filter(task=task, kind=EventKind.DOWNLOAD_FAILED).count() == 1
 
 
+@pytest.mark.django_db
+def test_stored_names_take_their_extension_from_a_fixed_list(target, settings, tmp_path: Path):
+    media = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "runway": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(media)},
+        },
+    }
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "DOWNLOAD_RESULTS": True,
+        "STORAGE": "runway",
+        "DOWNLOAD_ALLOW_HTTP": True,
+        "DOWNLOAD_ALLOWED_NETWORKS": ["127.0.0.1/32"],
+    }
+    # A hostile server: script in an SVG "poster", a made-up video type at a URL ending .html.
+    script = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    target.routes["/page.html"] = (200, {"Content-Type": "video/x-evil"}, VIDEO)
+    target.routes["/poster.svg"] = (200, {"Content-Type": "image/svg+xml"}, script)
+    target.routes["/last.png"] = (200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n")
+    task = RunwayTask.objects.create(
+        task_id="t-names",
+        route="tracked",
+        status="succeeded",
+        outputs=[
+            {"kind": "video", "url": target.url("/page.html")},
+            {"kind": "poster", "url": target.url("/poster.svg")},
+            {"kind": "last_frame", "url": target.url("/last.png")},
+        ],
+        download_status=DownloadStatus.PENDING,
+    )
+
+    assert storage.download_result(task.pk).outcome == "stored"
+
+    task.refresh_from_db()
+    names = [Path(entry["name"]).name for entry in task.stored_files]
+    assert names == ["t-names.bin", "t-names-poster.bin", "t-names-last-frame.png"]
+    assert sorted(p.suffix for p in media.rglob("*") if p.is_file()) == [".bin", ".bin", ".png"]
+    assert task.output_content_type == "video/x-evil"
+
+
 # -- system checks for the download settings ------------------------------------------------------
 
 
