@@ -29,9 +29,9 @@ from .statuses import FailureCode, Status
 if TYPE_CHECKING:
     from django.db.models import QuerySet
 
-# One manual poll is one request after another (a poll takes the task's lease first, so it is
-# safe next to the workers). Beyond this many the action would hold up the admin's request.
-MAX_POLL_NOW = 25
+# Poll now and resubmit send one request per task, one after another, while the admin's request
+# waits. Beyond this many tasks at once the page would hang: the rest are skipped.
+MAX_API_CALLS = 25
 # A ``submitting`` row younger than this with no error may still have its create call in
 # flight: stopping or resubmitting it could race that call. Longer than any sane
 # REQUEST_TIMEOUT (5 s + 30 s by default).
@@ -41,7 +41,7 @@ RESUBMITTABLE_ROUTES = frozenset({Route.GENERATE, Route.VIDEO_TO_VIDEO, Route.AC
 # Why a task was skipped. Reports count tasks per reason.
 ALREADY_FINISHED = "already finished"
 NOT_ACCEPTED = "not accepted by CometAPI yet (no task id to poll)"
-TOO_MANY = f"more than {MAX_POLL_NOW} selected at once (poll the rest in another run)"
+TOO_MANY = f"more than {MAX_API_CALLS} selected at once (run the rest in another go)"
 BUSY = "being polled by a worker right now, or finished meanwhile"
 NOT_GIVEN_UP = "not given up (only failed tasks with code timeout or not_found can resume)"
 CHANGED = "changed meanwhile (reload the page)"
@@ -69,12 +69,38 @@ class ActionReport:
         """One sentence for the operator, e.g. ``Stopped 2 tasks. Skipped 1: already finished.``"""
         parts = [f"{self.verb} {_count(len(self.done))}."]
         if self.skipped:
+            # A reason may be an exception's sentence, with its own full stop.
             reasons = "; ".join(
-                f"{len(tasks)} {reason}" if self.skipped_count > 1 else reason
+                f"{len(tasks)} {reason.rstrip('.')}"
+                if self.skipped_count > 1
+                else reason.rstrip(".")
                 for reason, tasks in self.skipped.items()
             )
             parts.append(f"Skipped {_count(self.skipped_count)}: {reasons}.")
         return " ".join(parts)
+
+
+def _client(
+    stack: contextlib.ExitStack,
+    client: CometAPIClient | None,
+    todo: list[RunwayTask],
+    report: ActionReport,
+) -> CometAPIClient | None:
+    """``client``, or one of our own closed with ``stack``; None if there is nothing to do.
+
+    Without an API key every task in ``todo`` is skipped with the reason, instead of an error
+    page.
+    """
+    if not todo:
+        return None
+    if client is not None:
+        return client
+    try:
+        return stack.enter_context(CometAPIClient(pool_size=1))
+    except RunwayFeedError as exc:
+        for task in todo:
+            report.skip(task, str(exc))
+        return None
 
 
 def _count(number: int) -> str:
@@ -105,20 +131,14 @@ def poll_now(
             report.skip(task, ALREADY_FINISHED)
         elif task.status not in POLLABLE_STATUSES:
             report.skip(task, NOT_ACCEPTED)
-        elif len(todo) >= MAX_POLL_NOW:
+        elif len(todo) >= MAX_API_CALLS:
             report.skip(task, TOO_MANY)
         else:
             todo.append(task)
-    if not todo:
-        return report
     with contextlib.ExitStack() as stack:
+        client = _client(stack, client, todo, report)
         if client is None:
-            try:
-                client = stack.enter_context(CometAPIClient(pool_size=1))
-            except RunwayFeedError as exc:  # no API key: say so instead of failing the page
-                for task in todo:
-                    report.skip(task, str(exc))
-                return report
+            return report
         for task in todo:
             before = (task.status, task.progress)
             summary = services.poll_task_now(task, client=client, now=now)
@@ -257,31 +277,48 @@ def resubmit(
     """
     now = now or timezone.now()
     report = ActionReport("Resubmitted")
+    todo: list[RunwayTask] = []
     for task in tasks:
         if task.route not in RESUBMITTABLE_ROUTES or not task.request:
             report.skip(task, NO_REQUEST)
-            continue
-        if task.status in POLLABLE_STATUSES:
+        elif task.status in POLLABLE_STATUSES:
             report.skip(task, STILL_RUNNING)
-            continue
-        if may_be_in_flight(task, now):
+        elif may_be_in_flight(task, now):
             report.skip(task, IN_FLIGHT)
-            continue
-        previous_resubmissions = _resubmitted_events(task).count()
-        try:
-            new = services.submit_task(
-                task.route,
-                dict(task.request),
-                content_object=task.content_object,
-                metadata=dict(task.metadata or {}),
-                idempotency_key=f"resubmit:{task.pk}:{previous_resubmissions + 1}",
-                client=client,
-                resubmitted_from=task,
-            )
-        except RunwayFeedError as exc:
-            report.skip(task, str(exc))
-            continue
-        # Two clicks at once share the key and get the same new row: one event for it.
+        elif len(todo) >= MAX_API_CALLS:
+            report.skip(task, TOO_MANY)
+        else:
+            todo.append(task)
+    with contextlib.ExitStack() as stack:
+        client = _client(stack, client, todo, report)
+        if client is None:
+            return report
+        for task in todo:
+            _resubmit_one(task, actor, client, report)
+    return report
+
+
+def _resubmit_one(
+    task: RunwayTask, actor: str, client: CometAPIClient, report: ActionReport
+) -> None:
+    previous_resubmissions = _resubmitted_events(task).count()
+    try:
+        new = services.submit_task(
+            task.route,
+            dict(task.request),
+            content_object=task.content_object,
+            metadata=dict(task.metadata or {}),
+            idempotency_key=f"resubmit:{task.pk}:{previous_resubmissions + 1}",
+            client=client,
+            resubmitted_from=task,
+        )
+    except RunwayFeedError as exc:
+        report.skip(task, str(exc))
+        return
+    # Two clicks at once share the key and get the same new row. Locking the old row makes
+    # the second wait for the first's event, see it, and write none.
+    with transaction.atomic():
+        list(RunwayTask.objects.select_for_update().filter(pk=task.pk).values_list("pk"))
         if not _resubmitted_events(task).filter(payload__task=new.pk).exists():
             outbox.record_note(
                 task,
@@ -289,8 +326,7 @@ def resubmit(
                 f"Resubmitted{_by(actor)} as task #{new.pk} ({new.status}).",
                 payload={"task": new.pk},
             )
-        report.done.append(new)
-    return report
+    report.done.append(new)
 
 
 def _resubmitted_events(task: RunwayTask) -> QuerySet[TaskEvent]:

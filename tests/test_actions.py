@@ -101,13 +101,13 @@ def test_poll_now_skips_a_task_a_worker_holds(api, now_of):
 
 
 def test_poll_now_caps_how_many_tasks_one_action_polls(api, now_of):
-    tasks = [track(api, now_of) for _ in range(actions.MAX_POLL_NOW + 2)]
+    tasks = [track(api, now_of) for _ in range(actions.MAX_API_CALLS + 2)]
 
     report = actions.poll_now(tasks, now=now_of())
 
-    assert len(report.done) == actions.MAX_POLL_NOW
+    assert len(report.done) == actions.MAX_API_CALLS
     assert report.skipped == {actions.TOO_MANY: tasks[-2:]}
-    assert api.call_count() == actions.MAX_POLL_NOW
+    assert api.call_count() == actions.MAX_API_CALLS
 
 
 def test_poll_now_without_an_api_key_reports_it_instead_of_raising(api, now_of, settings):
@@ -118,7 +118,7 @@ def test_poll_now_without_an_api_key_reports_it_instead_of_raising(api, now_of, 
 
     assert report.message() == (
         "Polled 0 tasks. Skipped 1 task: "
-        "No CometAPI key configured: set RUNWAY_FEED['API_KEY'] in your settings.."
+        "No CometAPI key configured: set RUNWAY_FEED['API_KEY'] in your settings."
     )
     assert api.call_count() == 0
 
@@ -397,6 +397,51 @@ def test_resubmit_racing_another_click_reuses_its_new_task(api):
     assert report.done == [other]
     assert len(api.create_requests) == creates
     assert len(events(old, EventKind.RESUBMITTED)) == 1
+
+
+def failed_generated(prompt: str) -> RunwayTask:
+    task = RunwayTask.objects.generate(prompt)
+    RunwayTask.objects.filter(pk=task.pk).update(status=Status.FAILED)
+    task.refresh_from_db()
+    return task
+
+
+def test_resubmit_at_once_from_several_threads_creates_one_task_and_one_event(api):
+    old = failed_generated("a dog skiing")
+    reports = []
+
+    errors = run_in_threads(4, lambda: reports.append(actions.resubmit([old])))
+
+    assert errors == []
+    assert len({new.pk for report in reports for new in report.done}) == 1
+    assert old.resubmissions.count() == 1
+    assert len(events(old, EventKind.RESUBMITTED)) == 1
+    assert len(api.create_requests) == 2  # the original and one resubmission
+
+
+def test_resubmit_caps_how_many_tasks_one_action_sends(api):
+    tasks = [failed_generated(f"prompt {i}") for i in range(actions.MAX_API_CALLS + 2)]
+    creates = len(api.create_requests)
+
+    report = actions.resubmit(tasks)
+
+    assert len(report.done) == actions.MAX_API_CALLS
+    assert report.skipped == {actions.TOO_MANY: tasks[-2:]}
+    assert len(api.create_requests) - creates == actions.MAX_API_CALLS
+
+
+def test_resubmit_without_an_api_key_reports_it_and_creates_nothing(api, settings):
+    old = failed_generated("a cat surfing")
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "API_KEY": None}
+
+    report = actions.resubmit([old])
+
+    assert report.message() == (
+        "Resubmitted 0 tasks. Skipped 1 task: "
+        "No CometAPI key configured: set RUNWAY_FEED['API_KEY'] in your settings."
+    )
+    assert RunwayTask.objects.count() == 1
+    assert not events(old, EventKind.RESUBMITTED)
 
 
 def test_resubmit_skips_tracked_and_running_tasks(api, now_of):

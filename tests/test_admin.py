@@ -784,7 +784,7 @@ def test_download_action_says_why_a_task_cannot_be_downloaded(admin_client, down
 
     assert messages_of(response) == [
         "Queued the download of 0 tasks. Skipped 1 task: "
-        "Task r (running) has not succeeded, so it has no result to download.."
+        "Task r (running) has not succeeded, so it has no result to download."
     ]
 
 
