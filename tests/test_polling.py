@@ -3,14 +3,16 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from django_runway_feed import outbox, signals
+from django_runway_feed.budget import RequestBudget
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
-from django_runway_feed.polling import Poller
+from django_runway_feed.polling import Poller, settings_fingerprint
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeClock, FakeCometAPI, Fault, TaskScript
 
@@ -375,3 +377,54 @@ def test_poll_sets_updated_at_for_quiet_and_transition_writes(api, poller, clock
     assert quiet.updated_at == now_of()
     assert moving.updated_at == now_of()
     assert moving.status == Status.RUNNING
+
+
+class RecordingSleep:
+    """A real sleep that remembers what it was asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        time.sleep(seconds)
+
+
+@pytest.mark.parametrize("why", ["budget held", "paused", "nothing due"])
+def test_run_never_sleeps_past_its_window(api, now_of, why):
+    task = track(api, now_of, TaskScript(queued_for=100))
+    budget = RequestBudget(10)
+    later = now_of() + dt.timedelta(hours=1)
+    if why == "budget held":
+        budget.hold(600)
+    elif why == "paused":
+        PollerState.objects.update_or_create(
+            pk=1, defaults={"paused_until": later, "pause_fingerprint": settings_fingerprint()}
+        )
+    else:
+        RunwayTask.objects.filter(pk=task.pk).update(next_poll_at=later)
+    sleep = RecordingSleep()
+
+    with Poller(clock=now_of, budget=budget) as poller:
+        # Each wait would be far longer than the window if it were not cut to what is left.
+        summary = poller.run(window=0.3, sleep=sleep, max_idle_sleep=60)
+
+    assert sleep.calls
+    # Each sleep is cut to what is left of the window, so together they fit in it.
+    assert sum(sleep.calls) <= 0.3 + 1e-6
+    assert summary.polled == 0
+    assert api.call_count() == 0
+
+
+def test_one_off_run_does_not_sit_out_a_storm_hold(api, now_of):
+    track(api, now_of, TaskScript(queued_for=100))
+    budget = RequestBudget(10)
+    budget.hold(600)
+    sleep = RecordingSleep()
+
+    with Poller(clock=now_of, budget=budget) as poller:
+        summary = poller.run(window=0, sleep=sleep, max_idle_sleep=60)
+
+    assert sleep.calls == []
+    assert summary.throttled == 1
+    assert api.call_count() == 0
