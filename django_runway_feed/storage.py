@@ -266,7 +266,7 @@ def download_result(
     """
     now = now or timezone.now()
     owner = uuid.uuid4().hex
-    lease = conf.DOWNLOAD_MAX_DURATION * len(KIND_ORDER) + 60
+    lease = attempt_lease_seconds()
     claimed = (
         RunwayTask.objects.filter(
             pk=task_pk,
@@ -312,6 +312,19 @@ def download_result(
             logger.exception("Saving the result of Runway task %s to storage failed", task)
             error = DownloadError(f"Saving to storage failed: {type(exc).__name__}")
             return _record_failure(task, owner, error, now=timezone.now())
+
+
+def attempt_lease_seconds() -> float:
+    """How long one attempt holds its claim: long enough that it never outlives it.
+
+    An attempt fetches each output at most twice (again after asking the feed for fresh
+    URLs). Each fetch ends within ``DOWNLOAD_MAX_DURATION`` plus one stalled hop: a connect
+    and two reads (the headers, then the first chunk) of ``DOWNLOAD_TIMEOUT``.
+    """
+    timeout = conf.DOWNLOAD_TIMEOUT
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    per_fetch = conf.DOWNLOAD_MAX_DURATION + connect + 2 * read
+    return 2 * len(KIND_ORDER) * per_fetch + 60
 
 
 def _output_urls(task: RunwayTask) -> list[tuple[str, str]]:
@@ -677,13 +690,18 @@ class SafeDownloader:
     # Fetching ----------------------------------------------------------------------------------
 
     @contextmanager
-    def _open(self, url: str) -> Iterator[requests.Response]:
+    def _open(self, url: str, deadline: float) -> Iterator[requests.Response]:
         """GET ``url`` (checked), following redirects by hand; yields the final response."""
         for _hop in range(MAX_REDIRECTS + 1):
+            self._check_deadline(url, deadline)
             scheme, host, port, address = self.check_url(url)
             session = requests.Session()
             session.trust_env = False  # no proxies, no .netrc credentials from the environment
-            session.mount(f"{scheme}://", _PinnedAdapter(address))
+            # Both prefixes: no request of this session may fall back to requests' own
+            # adapters, which would look the name up again.
+            pinned = _PinnedAdapter(address)
+            session.mount("https://", pinned)
+            session.mount("http://", pinned)
             default_port = 443 if scheme == "https" else 80
             netloc = f"[{host}]" if ":" in host else host
             headers = {
@@ -718,13 +736,20 @@ class SafeDownloader:
                 session.close()
         raise DownloadRefused(f"Refused: more than {MAX_REDIRECTS} redirects.")
 
+    def _check_deadline(self, url: str, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise DownloadError(
+                f"{_safe(url)} took longer than RUNWAY_FEED['DOWNLOAD_MAX_DURATION'] "
+                f"({self.max_duration:g} s)."
+            )
+
     def fetch(self, url: str, target: IO[bytes], *, content_type_prefix: str) -> FetchResult:
         """Stream ``url`` into ``target`` (hashing it); refuse wrong types and oversize bodies.
 
         On any error ``target`` may hold part of the body; the caller discards it.
         """
         deadline = time.monotonic() + self.max_duration
-        with self._open(url) as response:
+        with self._open(url, deadline) as response:
             status = response.status_code
             where = _safe(response.url or url)
             if status in EXPIRED_STATUSES:
@@ -759,11 +784,7 @@ class SafeDownloader:
                             f"RUNWAY_FEED['MAX_DOWNLOAD_BYTES'] ({self.max_bytes} bytes).",
                             status_code=status,
                         )
-                    if time.monotonic() > deadline:
-                        raise DownloadError(
-                            f"{where} took longer than RUNWAY_FEED['DOWNLOAD_MAX_DURATION'] "
-                            f"({self.max_duration:g} s).",
-                        )
+                    self._check_deadline(where, deadline)
                     digest.update(chunk)
                     target.write(chunk)
             except requests.RequestException as exc:

@@ -376,6 +376,25 @@ def test_redirect_to_a_refused_address_makes_no_connection_there(target, second)
     assert second.connections == 0
 
 
+def test_redirects_stop_once_the_download_time_is_used_up(target):
+    def slow_redirect(handler: BaseHTTPRequestHandler) -> None:
+        threading.Event().wait(0.3)
+        handler.send_response(302)
+        handler.send_header("Location", "/video.mp4")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    target.routes["/slow.mp4"] = slow_redirect
+
+    with pytest.raises(DownloadError) as error:
+        fetch(trusting(max_duration=0.1), target.url("/slow.mp4"))
+
+    assert str(error.value) == (
+        f"{target.url()} took longer than RUNWAY_FEED['DOWNLOAD_MAX_DURATION'] (0.1 s)."
+    )
+    assert [path for path, _ in target.requests] == ["/slow.mp4"]
+
+
 def test_redirect_loops_stop_at_the_hop_limit(target):
     target.routes["/loop.mp4"] = (307, {"Location": "/loop.mp4"}, b"")
 

@@ -447,6 +447,49 @@ def test_the_scheduled_poll_run_queues_due_download_retries(api, clock, now_of, 
     assert task.download_attempts == 2
 
 
+def test_a_crashed_workers_download_is_taken_over_once_its_lease_runs_out(
+    api, clock, now_of, downloads, media
+):
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    downloads["DOWNLOAD_RESULTS"] = True
+    # A worker claimed the download (attempt 1) and died without recording anything.
+    lease_end = timezone.now() + dt.timedelta(seconds=storage.attempt_lease_seconds())
+    RunwayTask.objects.filter(pk=task.pk).update(
+        download_status=DownloadStatus.PENDING,
+        download_attempts=1,
+        lease_owner="dead-worker",
+        lease_expires_at=lease_end,
+    )
+
+    assert storage.queue_due_downloads() == 0  # its lease still holds
+    assert storage.download_result(task.pk).outcome == "skipped"
+    with pytest.raises(DownloadUnavailable, match="is in progress"):
+        storage.queue_download(task)
+    assert api.output_requests(task.task_id) == []
+
+    after = lease_end + dt.timedelta(seconds=1)
+    assert storage.download_result(task.pk, now=after).outcome == "stored"
+
+    task.refresh_from_db()
+    assert task.download_status == DownloadStatus.STORED
+    assert task.download_attempts == 2
+    assert task.lease_owner == ""
+    assert len(stored_files(media)) == 1
+
+
+def test_an_attempts_claim_outlasts_every_fetch_it_may_make(settings):
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "DOWNLOAD_MAX_DURATION": 100,
+        "DOWNLOAD_TIMEOUT": (5, 10),
+    }
+
+    # Three outputs, each fetched twice at most (before and after asking for fresh URLs),
+    # each within DOWNLOAD_MAX_DURATION plus a stalled connect and two reads; a minute spare.
+    assert storage.attempt_lease_seconds() == 2 * 3 * (100 + 5 + 2 * 10) + 60
+
+
 @pytest.mark.browser
 def test_the_fake_servers_video_plays_in_a_browser(api, browser_page):
     task_id = api.add_task(TaskScript(queued_for=0, run_for=0))
