@@ -469,28 +469,25 @@ class Poller:
         if due_only:
             candidates = candidates.filter(next_poll_at__lte=now)
         candidates = candidates.order_by("next_poll_at")
-        try:
-            if connection.features.has_select_for_update_skip_locked:
-                with transaction.atomic():
-                    ids = list(
-                        candidates.select_for_update(skip_locked=True).values_list("pk", flat=True)[
-                            :limit
-                        ]
-                    )
-                    if ids:
-                        RunwayTask.objects.filter(pk__in=ids).update(
-                            lease_owner=owner, lease_expires_at=expires
-                        )
-            else:
-                # One UPDATE re-checking every condition: atomic where writes are serialised.
-                sub = candidates.values("pk")[:limit]
-                RunwayTask.objects.filter(pk__in=sub).pollable().unleased(now).update(
-                    lease_owner=owner, lease_expires_at=expires
+        # A locked database (SQLite's "database is locked" under several writers) raises here;
+        # the run's guard makes it an empty round and waits a moment before the next.
+        if connection.features.has_select_for_update_skip_locked:
+            with transaction.atomic():
+                ids = list(
+                    candidates.select_for_update(skip_locked=True).values_list("pk", flat=True)[
+                        :limit
+                    ]
                 )
-        except OperationalError as exc:
-            # SQLite's "database is locked" under several writers: an empty round, not a crash.
-            logger.warning("Could not claim tasks this round: %s", exc)
-            return []
+                if ids:
+                    RunwayTask.objects.filter(pk__in=ids).update(
+                        lease_owner=owner, lease_expires_at=expires
+                    )
+        else:
+            # One UPDATE re-checking every condition: atomic where writes are serialised.
+            sub = candidates.values("pk")[:limit]
+            RunwayTask.objects.filter(pk__in=sub).pollable().unleased(now).update(
+                lease_owner=owner, lease_expires_at=expires
+            )
         return list(RunwayTask.objects.filter(lease_owner=owner).order_by("next_poll_at"))
 
     # -- fetching ------------------------------------------------------------------------------
