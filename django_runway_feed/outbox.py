@@ -47,9 +47,7 @@ def record_transition(
     now: dt.datetime,
 ) -> TaskEvent:
     """Write the event of a status change. Call inside the transaction that made the change."""
-    from .conf import conf
-
-    event = TaskEvent.objects.create(
+    event = _create_signalled(
         task=task,
         kind=EventKind.TRANSITION,
         from_status=previous,
@@ -58,9 +56,7 @@ def record_transition(
         message=message,
         payload=payload,
         created_at=now,
-        redeliver_after=now + dt.timedelta(seconds=conf.LEASE_SECONDS),
     )
-    transaction.on_commit(partial(dispatch, event.pk), robust=True)
     if status == Status.SUCCEEDED:
         from .storage import on_task_succeeded
 
@@ -75,9 +71,7 @@ def record_event(
 
     Call inside the transaction that made the change; delivered like a transition.
     """
-    from .conf import conf
-
-    event = TaskEvent.objects.create(
+    return _create_signalled(
         task=task,
         kind=kind,
         from_status=task.status,
@@ -86,7 +80,17 @@ def record_event(
         message=message,
         payload=payload,
         created_at=now,
-        redeliver_after=now + dt.timedelta(seconds=conf.LEASE_SECONDS),
+    )
+
+
+def _create_signalled(*, created_at: dt.datetime, **fields: Any) -> TaskEvent:
+    """Create an event whose signals are sent on commit (or by the sweep, one lease later)."""
+    from .conf import conf
+
+    event = TaskEvent.objects.create(
+        created_at=created_at,
+        redeliver_after=created_at + dt.timedelta(seconds=conf.LEASE_SECONDS),
+        **fields,
     )
     transaction.on_commit(partial(dispatch, event.pk), robust=True)
     return event
