@@ -342,8 +342,9 @@ def _output_urls(task: RunwayTask) -> list[tuple[str, str]]:
 
 def _fetch_all(task: RunwayTask, downloader: SafeDownloader, stack: ExitStack) -> list[_Fetched]:
     urls = _output_urls(task)
-    if not urls:
-        raise DownloadExpired("The task has no output URL (yet).")
+    if not urls or urls[0][0] != "video":
+        # Asking the feed again (as for an expired URL) is the way to get one.
+        raise DownloadExpired("The task has no video URL (yet).")
     fetched = []
     for kind, url in urls:
         handle = stack.enter_context(tempfile.TemporaryFile(prefix="runway-download-"))  # noqa: SIM115

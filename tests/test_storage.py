@@ -213,6 +213,27 @@ def test_expired_url_repolls_the_feed_and_downloads_fresh_urls(
         ]
 
 
+def test_outputs_without_a_video_url_repoll_the_feed_first(api, clock, now_of, downloads, media):
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, WITH_POSTER)
+    poster = next(o for o in task.outputs if o["kind"] == "poster")
+    RunwayTask.objects.filter(pk=task.pk).update(result_url="", outputs=[poster])
+    feed_calls = api.call_count(task.task_id)
+    downloads["DOWNLOAD_RESULTS"] = True
+
+    storage.queue_download(task)
+
+    task.refresh_from_db()
+    assert task.download_status == DownloadStatus.STORED
+    assert api.call_count(task.task_id) == feed_calls + 1
+    assert [entry["kind"] for entry in task.stored_files] == ["video", "poster", "last_frame"]
+    retry = TaskEvent.objects.get(task=task, kind=EventKind.DOWNLOAD_RETRY)
+    assert (
+        retry.message
+        == "Attempt 1: The task has no video URL (yet). Asking the feed for fresh URLs."
+    )
+
+
 def point_outputs_at(task: RunwayTask, url: str) -> None:
     RunwayTask.objects.filter(pk=task.pk).update(
         result_url=url, outputs=[{"kind": "video", "url": url}]
