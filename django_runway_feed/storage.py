@@ -284,10 +284,10 @@ def download_result(
     if not claimed:
         return DownloadOutcome("skipped", "Not pending, not due, or claimed by another worker.")
     task = RunwayTask.objects.get(pk=task_pk)
-    with ExitStack() as stack:
-        if downloader is None:
-            downloader = stack.enter_context(SafeDownloader())
+    with ExitStack() as stack:  # the temporary files
         try:
+            if downloader is None:
+                downloader = SafeDownloader()
             try:
                 fetched = _fetch_all(task, downloader, stack)
             except DownloadExpired as expired:
@@ -622,12 +622,6 @@ class SafeDownloader:
         self.max_duration = max_duration or conf.DOWNLOAD_MAX_DURATION
         self.resolver = resolver or system_resolver
         self.verify = verify
-
-    def __enter__(self) -> SafeDownloader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
 
     # Checks ------------------------------------------------------------------------------------
 

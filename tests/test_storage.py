@@ -582,6 +582,24 @@ def test_an_unexpected_error_is_recorded_not_raised(api, clock, now_of, download
     assert task.lease_owner == ""
 
 
+def test_a_setting_the_downloader_cannot_read_is_recorded_and_releases_the_claim(
+    api, clock, now_of, downloads, media
+):
+    downloads["DOWNLOAD_RESULTS"] = False
+    task = finish(api, clock, now_of, TaskScript(queued_for=1, run_for=5))
+    RunwayTask.objects.filter(pk=task.pk).update(download_status=DownloadStatus.PENDING)
+    downloads.update(DOWNLOAD_RESULTS=True, DOWNLOAD_ALLOWED_NETWORKS=["not-a-network"])
+
+    outcome = storage.download_result(task.pk)
+
+    task.refresh_from_db()
+    assert outcome.outcome == "retry"
+    assert task.download_error == "Unexpected error while downloading: ValueError"
+    assert task.lease_owner == ""
+    assert task.download_retry_at is not None
+    assert stored_files(media) == []
+
+
 def test_queue_download_inside_a_rolled_back_transaction_queues_nothing(
     api, clock, now_of, downloads, media
 ):
