@@ -20,7 +20,7 @@ from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEv
 from django_runway_feed.polling import settings_fingerprint
 from django_runway_feed.statuses import FailureCode, Status
 from django_runway_feed.testing import TaskScript
-from tests.testapp.models import Product
+from tests.testapp.models import Product, SignalRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -302,6 +302,61 @@ def test_changelist_runs_the_same_queries_for_10_and_1000_tasks(admin_client):
     assert large == small
     filtered = query_count(admin_client, f"{CHANGELIST}?status__exact=running&output=none")
     assert filtered <= small + 1
+
+
+def test_unfiltered_changelist_takes_its_count_from_the_summary(admin_client):
+    product = Product.objects.create(name="Board")
+    make_tasks(120, product)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(CHANGELIST)
+
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert len(counts) == 1  # the summary's GROUP BY, no COUNT(*) of the whole table
+    assert "GROUP BY" in counts[0]
+    cl = response.context["cl"]
+    assert (cl.result_count, cl.paginator.num_pages) == (120, 3)
+    assert "120 Runway tasks" in response.content.decode()
+    # The latest rows first, by primary key (not by created_at, which has no index).
+    assert [t.task_id for t in cl.result_list[:2]] == ["task-00119", "task-00118"]
+
+
+def test_filtered_changelist_counts_the_filtered_rows(admin_client):
+    product = Product.objects.create(name="Board")
+    make_tasks(120, product)
+
+    response = admin_client.get(f"{CHANGELIST}?status__exact=running")
+
+    assert response.context["cl"].result_count == 20
+    assert "20 results" in response.content.decode()
+
+
+def test_changelist_queries_do_not_grow_with_the_host_models(admin_client):
+    product = Product.objects.create(name="Board")
+    make_tasks(10, product)
+    small = query_count(admin_client, CHANGELIST)
+    # Hosts of several models: registered (users), not registered (signal records), and a
+    # content type whose model is gone.
+    stale = ContentType.objects.create(app_label="gone", model="oldmodel")
+    hosts = [
+        ContentType.objects.get_for_model(User),
+        ContentType.objects.get_for_model(SignalRecord),
+        stale,
+    ]
+    more = make_tasks(990, product, prefix="more")
+    for i, task in enumerate(more):
+        task.content_type = hosts[i % len(hosts)]
+        task.object_id = str(i)
+    RunwayTask.objects.bulk_update(more, ["content_type", "object_id"])
+
+    response = admin_client.get(CHANGELIST)
+    large = query_count(admin_client, CHANGELIST)
+
+    assert large == small
+    html = response.content.decode()
+    assert re.search(r'<a href="/admin/auth/user/\d+/change/">user #\d+</a>', html)
+    assert re.search(r"signal record #\d+</td>", html)
+    assert re.search(r"oldmodel #\d+</td>", html)
 
 
 # -- task page --------------------------------------------------------------------------------
