@@ -376,6 +376,27 @@ def test_redirect_to_a_refused_address_makes_no_connection_there(target, second)
     assert second.connections == 0
 
 
+def test_each_redirect_hop_is_resolved_and_checked_again(target, second):
+    # DNS rebinding across hops: the name answers 127.0.0.1 (allowed) for the first request
+    # and 127.0.0.2 (not allowed) for the redirect's.
+    answers = iter([["127.0.0.1"], ["127.0.0.2"]])
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return next(answers)
+
+    target.routes["/old.mp4"] = (302, {"Location": f"http://cdn.example:{second.port}/"}, b"")
+
+    with pytest.raises(DownloadRefused) as refused:
+        fetch(trusting(resolver=resolver), f"http://cdn.example:{target.port}/old.mp4")
+
+    assert "127.0.0.2 is loopback (cdn.example -> 127.0.0.2)" in str(refused.value)
+    assert asked == ["cdn.example", "cdn.example"]
+    assert [path for path, _ in target.requests] == ["/old.mp4"]
+    assert second.connections == 0
+
+
 def test_redirects_stop_once_the_download_time_is_used_up(target):
     def slow_redirect(handler: BaseHTTPRequestHandler) -> None:
         threading.Event().wait(0.3)
