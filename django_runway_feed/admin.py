@@ -755,8 +755,21 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         self.run_action(request, "download", queryset)
 
 
+class ReadOnlyAdmin:
+    """Registered for reading only: nobody adds, changes or deletes a row, not even a superuser."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(TaskEvent)
-class TaskEventAdmin(TaskEventAdminBase):
+class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
     """The history, read-only: nobody adds, edits or deletes an event from the admin."""
 
     list_display = ("created_at", "task_link", "kind", "transition", "progress", "message_excerpt")
@@ -781,15 +794,6 @@ class TaskEventAdmin(TaskEventAdminBase):
 
     class Media:
         css = {"all": ("django_runway_feed/admin.css",)}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: TaskEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: TaskEvent | None = None) -> bool:
-        return False
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # The task page links here with ?task__id__exact=<pk>.
@@ -816,21 +820,12 @@ class TaskEventAdmin(TaskEventAdminBase):
 
 
 @admin.register(PollerState)
-class PollerStateAdmin(PollerStateAdminBase):
+class PollerStateAdmin(ReadOnlyAdmin, PollerStateAdminBase):
     """The poller's shared row, read-only: its heartbeat and the API pause."""
 
     list_display = ("__str__", "last_run_at", "last_success_at", "paused_until")
     fields = ("last_run_at", "last_success_at", "last_run_json", "paused_until", "pause_reason")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: PollerState | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: PollerState | None = None) -> bool:
-        return False
 
     @admin.display(description=_("last run"))
     def last_run_json(self, state: PollerState) -> SafeString:
