@@ -385,6 +385,7 @@ def _storage_name(task: RunwayTask, kind: str, content_type: str) -> str:
 
 def _store(task: RunwayTask, owner: str, fetched: list[_Fetched]) -> DownloadOutcome:
     storage = get_storage()
+    replaced = _stored_names(task)  # a forced download's earlier copies
     saved: list[str] = []
     try:
         records = []
@@ -423,6 +424,8 @@ def _store(task: RunwayTask, owner: str, fetched: list[_Fetched]) -> DownloadOut
                 updated_at=now,
             )
             if updated:
+                outdated = sorted(replaced - set(saved))
+                transaction.on_commit(partial(_delete_quietly, storage, outdated), robust=True)
                 task.refresh_from_db()
                 message = f"Stored {len(records)} file(s); video {video['name']}."
                 outbox.record_event(
@@ -437,6 +440,16 @@ def _store(task: RunwayTask, owner: str, fetched: list[_Fetched]) -> DownloadOut
         return DownloadOutcome("skipped", "Lost the claim before recording; nothing kept.")
     logger.info("Stored the result of Runway task %s", task)
     return DownloadOutcome("stored", message)
+
+
+def _stored_names(task: RunwayTask) -> set[str]:
+    names = {
+        str(entry["name"])
+        for entry in task.stored_files or []
+        if isinstance(entry, dict) and entry.get("name")
+    }
+    names.update(name for name in (task.output_file.name, task.poster_file.name) if name)
+    return names
 
 
 def _delete_quietly(storage: Storage, names: list[str]) -> None:

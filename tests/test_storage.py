@@ -362,6 +362,9 @@ def test_forced_download_stores_again(api, clock, now_of, downloads, media):
     assert task.download_status == DownloadStatus.STORED
     assert task.output_file.name != first
     assert TaskEvent.objects.filter(task=task, kind=EventKind.RESULT_STORED).count() == 2
+    # The new copy replaces the old one: nothing is left behind in storage.
+    assert not storages["runway"].exists(first)
+    assert stored_files(media) == [media / task.output_file.name]
 
 
 def test_concurrent_jobs_download_a_task_once(api, clock, now_of, downloads, media):
