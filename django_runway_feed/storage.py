@@ -582,7 +582,8 @@ class _PinnedAdapter(HTTPAdapter):
     """Connects to one checked address while the request keeps its hostname.
 
     The Host header and, for https, the TLS SNI and certificate check use the hostname; the
-    TCP connection goes to ``address``, so no second DNS lookup can swap the target.
+    TCP connection goes to ``address``, so no second DNS lookup can swap the target. The hook
+    it overrides exists since requests 2.32.2 (hence the package's minimum).
     """
 
     def __init__(self, address: str) -> None:
