@@ -775,6 +775,14 @@ class SafeDownloader:
                     f"{content_type_prefix}*.",
                     status_code=status,
                 )
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                # Asked for identity; a compressed body could inflate far past the byte cap
+                # within one chunk before the cap is checked.
+                raise DownloadRefused(
+                    f"Refused {where}: it came {encoding}-encoded, which was not asked for.",
+                    status_code=status,
+                )
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self.max_bytes:
                 raise DownloadTooLarge(
@@ -800,8 +808,7 @@ class SafeDownloader:
                 raise DownloadError(
                     f"Download of {where} broke off after {size} bytes: {type(exc).__name__}"
                 ) from None
-            encoded = response.headers.get("Content-Encoding", "").lower() not in ("", "identity")
-            if declared.isdigit() and not encoded and size != int(declared):
+            if declared.isdigit() and size != int(declared):
                 raise DownloadError(f"{where} sent {size} of {declared} bytes.")
             target.flush()
             return FetchResult(where, size, digest.hexdigest(), content_type)

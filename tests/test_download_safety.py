@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import ipaddress
@@ -462,6 +463,26 @@ def test_undeclared_size_under_the_cap_downloads(target):
     )
 
     assert fetch(trusting(), target.url()) == VIDEO
+
+
+def test_a_compressed_body_is_refused_before_it_is_inflated(target):
+    # 10 MB of zeros in 10 kB: inflated, it would be far past the cap before the cap is checked.
+    bomb = gzip.compress(bytes(10 * 1024 * 1024))
+    target.routes["/video.mp4"] = (
+        200,
+        {"Content-Type": "video/mp4", "Content-Encoding": "gzip"},
+        bomb,
+    )
+    buffer = io.BytesIO()
+
+    with pytest.raises(DownloadRefused) as refused:
+        trusting(max_bytes=1000).fetch(target.url(), buffer, content_type_prefix="video/")
+
+    assert str(refused.value) == (
+        f"Refused {target.url()}: it came gzip-encoded, which was not asked for."
+    )
+    assert buffer.getvalue() == b""
+    assert target.requests[0][1]["accept-encoding"] == "identity"
 
 
 @pytest.mark.parametrize(
