@@ -154,6 +154,9 @@ def fetch(downloader: SafeDownloader, url: str, prefix: str = "video/") -> bytes
         ("0177.0.0.1", "127.0.0.1 is loopback (0177.0.0.1 -> 127.0.0.1);"),
         ("localhost", "is loopback (localhost -> "),
         ("[::ffff:127.0.0.1]", "127.0.0.1 is loopback"),
+        ("[::ffff:7f00:1]", "127.0.0.1 is loopback;"),
+        ("[::1]", "::1 is loopback;"),
+        ("[0:0:0:0:0:0:0:1]", "::1 is loopback (0:0:0:0:0:0:0:1 -> ::1);"),
     ],
 )
 def test_loopback_in_any_spelling_is_refused_without_connecting(target, host, reason):
