@@ -12,9 +12,11 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import time
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -183,6 +185,7 @@ class CometAPIClient:
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
         url = self.base_url + path
+        started = time.monotonic()
         try:
             response = self.session.post(
                 url, json=payload, timeout=self.timeout, allow_redirects=False, stream=True
@@ -194,12 +197,12 @@ class CometAPIClient:
                 f"CometAPI could not be reached on {path}: {type(exc).__name__}"
             ) from exc
         try:
-            raw = self._read_capped(response, path)
+            raw = self._read_capped(response, path, started)
         finally:
             response.close()
         return self._decode(response, raw, path)
 
-    def _read_capped(self, response: requests.Response, path: str) -> bytes:
+    def _read_capped(self, response: requests.Response, path: str, started: float) -> bytes:
         cap = self.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
@@ -207,23 +210,43 @@ class CometAPIClient:
                 f"CometAPI's answer on {path} is larger than {cap} bytes",
                 status_code=response.status_code,
             )
+        # requests' read timeout bounds each read, not the whole answer: a server trickling a
+        # byte now and then could hold a worker past its lease. The whole request gets the sum
+        # of the timeouts ("one request" for the checks): each read may wait only what is left.
+        connect_timeout, read_timeout = (
+            self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+        )
+        deadline = started + connect_timeout + read_timeout
+        too_slow = (
+            f"CometAPI's answer on {path} took longer than {connect_timeout + read_timeout:g} s"
+        )
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
         chunks: list[bytes] = []
         size = 0
-        try:
-            for chunk in response.iter_content(chunk_size=64 * 1024):
-                size += len(chunk)
-                if size > cap:
-                    raise InvalidResponseError(
-                        f"CometAPI's answer on {path} is larger than {cap} bytes",
-                        status_code=response.status_code,
-                        body=_snippet(b"".join(chunks)),
-                    )
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise TransientAPIError(
-                f"CometAPI's answer on {path} was cut off: {type(exc).__name__}"
-            ) from exc
-        return b"".join(chunks)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransientAPIError(too_slow)
+            if sock is not None:
+                sock.settimeout(min(read_timeout, remaining))
+            try:
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise TransientAPIError(too_slow) from exc
+                raise TransientAPIError(
+                    f"CometAPI's answer on {path} was cut off: {type(exc).__name__}"
+                ) from exc
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > cap:
+                raise InvalidResponseError(
+                    f"CometAPI's answer on {path} is larger than {cap} bytes",
+                    status_code=response.status_code,
+                    body=_snippet(b"".join(chunks)),
+                )
+            chunks.append(chunk)
 
     def _decode(self, response: requests.Response, raw: bytes, path: str) -> Any:
         status = response.status_code

@@ -12,6 +12,8 @@ import email.utils
 import itertools
 import json
 import re
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -233,6 +235,72 @@ def test_connection_reset_mid_body_is_an_error_not_a_crash(api, poller, now_of):
     assert summary.errors == 1
     assert_unchanged_with_error(task)
     assert "TransientAPIError" in task.last_error
+
+
+class TricklingServer:
+    """Answers one request with a valid feed answer, one byte every ``pause`` seconds.
+
+    Each byte comes well within the client's read timeout, so only a deadline for the whole
+    request stops the client; ``sent`` says how much of the answer went out before it hung up.
+    """
+
+    def __init__(self, task_id: str, *, chunked: bool, pause: float = 0.1) -> None:
+        answer = {"code": "success", "data": {"task_id": task_id, "status": "IN_PROGRESS"}}
+        self.body = json.dumps(answer).encode()
+        self.chunked, self.pause, self.sent = chunked, pause, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _address = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            length = (
+                "Transfer-Encoding: chunked"
+                if self.chunked
+                else f"Content-Length: {len(self.body)}"
+            )
+            conn.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}\r\n\r\n".encode()
+            )
+            try:
+                for index in range(len(self.body)):
+                    byte = self.body[index : index + 1]
+                    conn.sendall(b"1\r\n" + byte + b"\r\n" if self.chunked else byte)
+                    self.sent += 1
+                    time.sleep(self.pause)
+                if self.chunked:
+                    conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client hung up, as it should
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_trickling_body_is_cut_off_at_the_request_timeout(now_of, settings, chunked):
+    task = RunwayTask.objects.track("trickled", now=now_of())
+    server = TricklingServer("trickled", chunked=chunked)
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "API_KEY": "test-key",
+        "BASE_URL": server.url,
+        "REQUEST_TIMEOUT": (1, 0.5),
+    }
+    try:
+        with Poller(clock=now_of) as poller:
+            summary = poller.run_round()
+    finally:
+        server.close()
+
+    assert summary.errors == 1
+    assert_unchanged_with_error(task)
+    assert "took longer than 1.5 s" in task.last_error
+    assert server.sent < len(server.body)
 
 
 # -- bodies that are not what they claim --------------------------------------------------------
