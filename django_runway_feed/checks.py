@@ -11,6 +11,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .client import request_seconds
 from .conf import DEFAULTS, DURATION_KEYS, conf
 
 ID = "django_runway_feed"
@@ -73,11 +74,6 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DOWNLOAD_TIMEOUT": (_is_timeout, "a positive number of seconds or a (connect, read) pair"),
     **{key: (_is_duration, "a positive number of seconds or a timedelta") for key in DURATION_KEYS},
 }
-
-
-def _request_seconds() -> float:
-    timeout = conf.REQUEST_TIMEOUT
-    return sum(timeout) if isinstance(timeout, tuple) else timeout * 2
 
 
 @register(Tags.compatibility)
@@ -144,7 +140,7 @@ def check_settings(
                 id=f"{ID}.W003",
             )
         )
-    if _request_seconds() >= conf.LEASE_SECONDS:
+    if request_seconds() >= conf.LEASE_SECONDS:
         messages.append(
             Error(
                 "RUNWAY_FEED['LEASE_SECONDS'] is not longer than one request's timeout: a lease "
@@ -206,7 +202,7 @@ def _check_cluster() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     timeout = cluster.get("timeout")
     retry = cluster.get("retry", 60)
-    needed = conf.POLL_WINDOW + _request_seconds()
+    needed = conf.POLL_WINDOW + request_seconds()
     if isinstance(timeout, int | float) and timeout < needed:
         messages.append(
             Error(

@@ -51,6 +51,15 @@ def user_agent() -> str:
     return f"django-runway-feed/{__version__} python-requests/{requests.__version__}"
 
 
+def request_seconds(timeout: float | tuple[float, float] | None = None) -> float:
+    """The longest one request may take: the sum of its ``(connect, read)`` timeouts.
+
+    A hard bound: the answer is cut off once it is reached (``REQUEST_TIMEOUT`` by default).
+    """
+    timeout = conf.REQUEST_TIMEOUT if timeout is None else timeout
+    return sum(timeout) if isinstance(timeout, tuple) else 2 * timeout
+
+
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
@@ -213,13 +222,10 @@ class CometAPIClient:
         # requests' read timeout bounds each read, not the whole answer: a server trickling a
         # byte now and then could hold a worker past its lease. The whole request gets the sum
         # of the timeouts ("one request" for the checks): each read may wait only what is left.
-        connect_timeout, read_timeout = (
-            self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
-        )
-        deadline = started + connect_timeout + read_timeout
-        too_slow = (
-            f"CometAPI's answer on {path} took longer than {connect_timeout + read_timeout:g} s"
-        )
+        read_timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
+        allowed = request_seconds(self.timeout)
+        deadline = started + allowed
+        too_slow = f"CometAPI's answer on {path} took longer than {allowed:g} s"
         sock = getattr(getattr(response.raw, "connection", None), "sock", None)
         chunks: list[bytes] = []
         size = 0
@@ -302,4 +308,4 @@ class CometAPIClient:
         return body
 
 
-__all__ = ["CREATE_ROUTES", "APIError", "CometAPIClient", "parse_retry_after"]
+__all__ = ["CREATE_ROUTES", "APIError", "CometAPIClient", "parse_retry_after", "request_seconds"]

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from . import outbox
 from .budget import RequestBudget
-from .client import CometAPIClient
+from .client import CometAPIClient, request_seconds
 from .conf import conf
 from .exceptions import (
     AuthenticationError,
@@ -493,9 +493,12 @@ class Poller:
     # -- fetching ------------------------------------------------------------------------------
 
     def _send_deadline(self) -> float:
-        # Leave a margin so answers arrive while the lease still protects the rows, and send
-        # nothing once the run's window is over, so a run lasts its window plus one request.
-        deadline = time.monotonic() + conf.LEASE_SECONDS * 0.8
+        # A request takes at most request_seconds(), so one sent before this ends while the
+        # lease still protects its row (E004: the lease is longer than a request; if it is not,
+        # half the lease). Nothing is sent once the run's window is over, so a run lasts its
+        # window plus one request.
+        lease = conf.LEASE_SECONDS
+        deadline = time.monotonic() + lease - min(request_seconds(), lease / 2)
         if self.stop_sending_at is not None:
             deadline = min(deadline, self.stop_sending_at)
         return deadline

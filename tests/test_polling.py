@@ -428,3 +428,23 @@ def test_one_off_run_does_not_sit_out_a_storm_hold(api, now_of):
     assert sleep.calls == []
     assert summary.throttled == 1
     assert api.call_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("lease", "timeout", "sends_for"),
+    [(120, (5, 30), 85), (120, 10, 100), (30, (5, 30), 15)],
+    ids=["pair", "single number", "lease too short (E004): half of it"],
+)
+def test_requests_are_sent_only_while_they_can_finish_within_the_lease(
+    api, poller, settings, monkeypatch, lease, timeout, sends_for
+):
+    # A request takes at most the sum of REQUEST_TIMEOUT (the client cuts it off there), so one
+    # sent later than this could still be running when another worker may claim its row.
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "LEASE_SECONDS": lease,
+        "REQUEST_TIMEOUT": timeout,
+    }
+    monkeypatch.setattr(time, "monotonic", lambda: 1_000.0)
+
+    assert poller._send_deadline() == 1_000.0 + sends_for
