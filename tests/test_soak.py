@@ -2,9 +2,10 @@
 
 Sized for the CI machine (two shared cores), about two and a half minutes: ``TASKS`` tasks with
 scripts of 35 to 50 s, long enough for every task to be polled several times although the budget
-spreads the polls (``POLL_INTERVAL`` 1 s, but ``RATE`` requests/s for all tasks together). Each of the four scripts (success, failure, invisible start,
-throttled wait) gets a quarter; 5 % of feed requests get a random fault (429 with Retry-After,
-500, 502, 503, an HTML page, truncated JSON); the shared request budget is set to
+spreads the polls (``POLL_INTERVAL`` 1 s, but ``RATE`` requests/s for all tasks together).
+Each of the four scripts (success, failure, invisible start, throttled wait) gets a quarter;
+5 % of feed requests get a random fault (429 with Retry-After, 500, 502, 503, an HTML page,
+truncated JSON); the shared request budget is set to
 ``RATE`` requests/s for both clusters together. At the end:
 
 - every task is terminal with its script's status;
