@@ -15,7 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_runway_feed.admin import duration, web_url
+from django_runway_feed.admin import FailureCodeFilter, duration, web_url
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.polling import settings_fingerprint
 from django_runway_feed.statuses import FailureCode, Status
@@ -287,6 +287,32 @@ def test_changelist_filters_and_search(admin_client):
     assert listed("q=quota") == ["beta"]
     assert listed("q=cat") == ["gamma"]
     assert listed("q=alph") == ["alpha"]  # the task id
+
+
+def test_failure_code_filter_offers_the_codes_in_use_with_their_labels(admin_client):
+    RunwayTask.objects.create(
+        task_id="a", route="generate", status="failed", failure_code="SAFETY.INPUT.TEXT"
+    )
+    RunwayTask.objects.create(
+        task_id="b", route="tracked", status="cancelled", failure_code=FailureCode.STOPPED
+    )
+    RunwayTask.objects.create(task_id="c", route="tracked", status="succeeded")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(CHANGELIST)
+
+    [spec] = [f for f in response.context["cl"].filter_specs if isinstance(f, FailureCodeFilter)]
+    assert spec.lookup_choices == [
+        ("SAFETY.INPUT.TEXT", "SAFETY.INPUT.TEXT"),
+        ("stopped", "Stopped by an operator"),
+    ]
+    # The codes are read from failed and cancelled tasks only, not from the whole table.
+    [distinct] = [
+        q["sql"]
+        for q in queries.captured_queries
+        if "DISTINCT" in q["sql"] and "failure_code" in q["sql"]
+    ]
+    assert "status" in distinct.split("WHERE", 1)[1]
 
 
 def test_changelist_runs_the_same_queries_for_10_and_1000_tasks(admin_client):
