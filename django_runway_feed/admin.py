@@ -33,7 +33,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import actions as operator_actions
 from .models import POLLABLE_STATUSES, PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
-from .polling import settings_fingerprint
+from .polling import pause_in_effect
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
 if TYPE_CHECKING:
@@ -640,13 +640,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         now = now or timezone.now()
         counts = dict(RunwayTask.objects.order_by().values_list("status").annotate(n=Count("pk")))
         state = PollerState.objects.filter(pk=1).first()  # never a write on a GET
-        # A pause recorded for another API_KEY/BASE_URL is over (see polling.active_pause).
-        paused = (
-            state is not None
-            and state.paused_until is not None
-            and state.paused_until > now
-            and state.pause_fingerprint in ("", settings_fingerprint())
-        )
+        paused = state is not None and pause_in_effect(state, now)
         return {
             "counts": [
                 {"status": s.value, "label": s.label, "count": counts.get(s.value, 0)}

@@ -8,9 +8,10 @@ moves it ``n / rate`` seconds forward; a grant is allowed while it stays within 
 share one budget without locks, and none ever waits on another: a round that gets fewer
 requests than it wants sends what it got and leaves the rest due for a later round.
 
-Whatever the interleaving, the requests granted between two instants ``t0`` and ``t`` never
-exceed ``rate * (t - t0) + burst``: each grant raises ``budget_tat`` by exactly its cost and is
-refused once ``budget_tat`` would pass ``now + burst / rate``.
+While the workers' clocks agree, whatever the interleaving, the requests granted between two
+instants ``t0`` and ``t`` never exceed ``rate * (t - t0) + burst``: each grant raises
+``budget_tat`` by exactly its cost and is refused once ``budget_tat`` would pass
+``now + burst / rate``.
 
 The same number also carries a *hold* (a 429 storm: the API asked everybody to wait): while
 ``budget_tat`` is in the future beyond one burst, nothing is granted, with or without a rate.

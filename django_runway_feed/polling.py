@@ -315,18 +315,23 @@ def settings_fingerprint() -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
 
 
-def active_pause(now: dt.datetime) -> PollerState | None:
-    """The 401/403 pause in effect for the current settings, or None (read only).
+def pause_in_effect(state: PollerState, now: dt.datetime) -> bool:
+    """Whether ``state``'s 401/403 pause holds at ``now`` for the current settings.
 
     A pause recorded for another ``BASE_URL``/``API_KEY`` (its fingerprint differs) is not in
     effect: the site has changed the settings the API refused.
     """
+    return (
+        state.paused_until is not None
+        and state.paused_until > now
+        and state.pause_fingerprint in ("", settings_fingerprint())
+    )
+
+
+def active_pause(now: dt.datetime) -> PollerState | None:
+    """The 401/403 pause in effect for the current settings, or None (read only)."""
     state = PollerState.objects.filter(pk=1, paused_until__gt=now).first()
-    if state is None:
-        return None
-    if state.pause_fingerprint and state.pause_fingerprint != settings_fingerprint():
-        return None
-    return state
+    return state if state is not None and pause_in_effect(state, now) else None
 
 
 def _supports_update_from_values() -> bool:
