@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -80,6 +80,23 @@ class ActionReport:
         return " ".join(parts)
 
 
+def _api_calls(
+    tasks: Iterable[RunwayTask],
+    why_not: Callable[[RunwayTask], str | None],
+    report: ActionReport,
+) -> list[RunwayTask]:
+    """The tasks to send a request for: those ``why_not`` finds no reason to skip, at most
+    ``MAX_API_CALLS``. The others are skipped in ``report``, with the reason."""
+    todo: list[RunwayTask] = []
+    for task in tasks:
+        reason = why_not(task) or (TOO_MANY if len(todo) >= MAX_API_CALLS else None)
+        if reason:
+            report.skip(task, reason)
+        else:
+            todo.append(task)
+    return todo
+
+
 def _client(
     stack: contextlib.ExitStack,
     client: CometAPIClient | None,
@@ -125,16 +142,15 @@ def poll_now(
     change it found is recorded (and signalled) as usual.
     """
     report = ActionReport("Polled")
-    todo: list[RunwayTask] = []
-    for task in tasks:
+
+    def why_not(task: RunwayTask) -> str | None:
         if task.is_finished:
-            report.skip(task, ALREADY_FINISHED)
-        elif task.status not in POLLABLE_STATUSES:
-            report.skip(task, NOT_ACCEPTED)
-        elif len(todo) >= MAX_API_CALLS:
-            report.skip(task, TOO_MANY)
-        else:
-            todo.append(task)
+            return ALREADY_FINISHED
+        if task.status not in POLLABLE_STATUSES:
+            return NOT_ACCEPTED
+        return None
+
+    todo = _api_calls(tasks, why_not, report)
     with contextlib.ExitStack() as stack:
         client = _client(stack, client, todo, report)
         if client is None:
@@ -277,18 +293,17 @@ def resubmit(
     """
     now = now or timezone.now()
     report = ActionReport("Resubmitted")
-    todo: list[RunwayTask] = []
-    for task in tasks:
+
+    def why_not(task: RunwayTask) -> str | None:
         if task.route not in RESUBMITTABLE_ROUTES or not task.request:
-            report.skip(task, NO_REQUEST)
-        elif task.status in POLLABLE_STATUSES:
-            report.skip(task, STILL_RUNNING)
-        elif may_be_in_flight(task, now):
-            report.skip(task, IN_FLIGHT)
-        elif len(todo) >= MAX_API_CALLS:
-            report.skip(task, TOO_MANY)
-        else:
-            todo.append(task)
+            return NO_REQUEST
+        if task.status in POLLABLE_STATUSES:
+            return STILL_RUNNING
+        if may_be_in_flight(task, now):
+            return IN_FLIGHT
+        return None
+
+    todo = _api_calls(tasks, why_not, report)
     with contextlib.ExitStack() as stack:
         client = _client(stack, client, todo, report)
         if client is None:
