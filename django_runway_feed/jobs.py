@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from . import services
@@ -21,8 +22,13 @@ def poll_task(task_pk: int) -> dict[str, Any]:
     return services.poll_task_now(task, due_only=True).as_dict()
 
 
-def download_result(task_pk: int) -> dict[str, Any]:
-    """Run one download attempt of a succeeded task's outputs (queued after commit)."""
+def download_result(task_pk: int, queued_until: str | None = None) -> dict[str, Any]:
+    """Run one download attempt of a succeeded task's outputs.
+
+    Queued after commit, or by the scheduled run with the hold it put on the task (an ISO
+    timestamp).
+    """
     from .storage import download_result as run_download
 
-    return run_download(task_pk).as_dict()
+    hold = dt.datetime.fromisoformat(queued_until) if queued_until else None
+    return run_download(task_pk, hold).as_dict()

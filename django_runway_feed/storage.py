@@ -76,6 +76,9 @@ STORED_EXTENSIONS = {
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DUE_BATCH = 100
+# How long a download the scheduled run queued is left to its job before it is queued again
+# (a job the broker lost, or a cluster far behind).
+QUEUED_HOLD_SECONDS = 10 * 60
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -203,7 +206,11 @@ def on_task_succeeded(task: RunwayTask, *, now: dt.datetime) -> None:
 def queue_due_downloads(*, now: dt.datetime | None = None, limit: int = DUE_BATCH) -> int:
     """Queue a job for each pending download whose retry time has come. Returns how many.
 
-    Called by the scheduled poll run. Queuing twice is harmless: the job claims the task first.
+    Called by the scheduled poll run. Each queued task's ``download_retry_at`` moves
+    ``QUEUED_HOLD_SECONDS`` ahead (a conditional UPDATE, so concurrent runs queue it once) and
+    its job carries that time, which lets the job claim it early. Later runs leave it alone
+    meanwhile, rather than piling jobs up in a busy broker; a job that never ran is queued
+    again once the hold has passed.
     """
     if not downloads_enabled():
         return 0
@@ -213,17 +220,26 @@ def queue_due_downloads(*, now: dt.datetime | None = None, limit: int = DUE_BATC
         .filter(Q(download_retry_at__isnull=True) | Q(download_retry_at__lte=now))
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
         .order_by(F("download_retry_at").asc(nulls_first=True))
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "download_retry_at")[:limit]
     )
-    for pk in due:
-        _enqueue(pk)
-    return len(due)
+    hold_until = now + dt.timedelta(seconds=QUEUED_HOLD_SECONDS)
+    queued = 0
+    for pk, retry_at in due:
+        if RunwayTask.objects.filter(
+            pk=pk, download_status=DownloadStatus.PENDING, download_retry_at=retry_at
+        ).update(download_retry_at=hold_until):
+            _enqueue(pk, hold_until)
+            queued += 1
+    return queued
 
 
-def _enqueue(task_pk: int) -> None:
+def _enqueue(task_pk: int, queued_until: dt.datetime | None = None) -> None:
     from .services import _enqueue as enqueue_job
 
-    enqueue_job(JOB, task_pk)
+    if queued_until is None:
+        enqueue_job(JOB, task_pk)
+    else:
+        enqueue_job(JOB, task_pk, queued_until.isoformat())
 
 
 # -- one download run ----------------------------------------------------------------------------
@@ -251,6 +267,7 @@ class _Fetched:
 
 def download_result(
     task_pk: int,
+    queued_until: dt.datetime | None = None,
     *,
     now: dt.datetime | None = None,
     downloader: SafeDownloader | None = None,
@@ -263,8 +280,14 @@ def download_result(
     makes the feed be asked for fresh URLs and the attempt is retried once with them. Other
     failures are retried with backoff until ``DOWNLOAD_MAX_ATTEMPTS``; after the last one the
     task keeps ``succeeded`` with ``download_status = failed`` and a ``download_failed`` event.
+
+    ``queued_until`` is the hold :func:`queue_due_downloads` put on the task when it queued
+    this job: the job may claim the task before that time.
     """
     now = now or timezone.now()
+    due = Q(download_retry_at__isnull=True) | Q(download_retry_at__lte=now)
+    if queued_until is not None:
+        due |= Q(download_retry_at=queued_until)
     owner = uuid.uuid4().hex
     lease = attempt_lease_seconds()
     claimed = (
@@ -273,7 +296,7 @@ def download_result(
             status=Status.SUCCEEDED,
             download_status=DownloadStatus.PENDING,
         )
-        .filter(Q(download_retry_at__isnull=True) | Q(download_retry_at__lte=now))
+        .filter(due)
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
         .update(
             lease_owner=owner,

@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from django_runway_feed import signals, storage
+from django_runway_feed import jobs, signals, storage
 from django_runway_feed.exceptions import DownloadUnavailable
 from django_runway_feed.models import DownloadStatus, EventKind, RunwayTask, TaskEvent
 from django_runway_feed.polling import Poller
@@ -666,3 +666,42 @@ def test_command_exits_1_when_a_download_fails(api, clock, now_of, downloads, ca
     assert capsys.readouterr().err.startswith(
         f"{task}: failed (Download refused: Refused http://10.0.0.1/video.mp4: 10.0.0.1 is private;"
     )
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, dt.datetime | None]]:
+    """The download jobs queued, recorded instead of sent to the broker (none of them runs)."""
+    calls: list[tuple[int, dt.datetime | None]] = []
+    monkeypatch.setattr(storage, "_enqueue", lambda pk, until=None: calls.append((pk, until)))
+    return calls
+
+
+def test_scheduled_run_queues_a_pending_download_once_and_its_job_may_claim_it_early(
+    api, clock, now_of, downloads, media, queued
+):
+    task = finish(api, clock, now_of, WITH_POSTER)
+    assert queued == [(task.pk, None)]  # on commit of the success; that job never ran
+    queued.clear()
+    now = timezone.now()
+
+    assert storage.queue_due_downloads(now=now) == 1
+    assert storage.queue_due_downloads(now=now + dt.timedelta(seconds=60)) == 0  # held for it
+
+    hold = now + dt.timedelta(seconds=storage.QUEUED_HOLD_SECONDS)
+    assert queued == [(task.pk, hold)]
+    # Only the job queued with the hold may claim the task before the hold ends.
+    assert storage.download_result(task.pk, now=now).outcome == "skipped"
+    assert jobs.download_result(task.pk, hold.isoformat())["outcome"] == "stored"
+
+
+def test_a_download_job_that_never_ran_is_queued_again_after_its_hold(
+    api, clock, now_of, downloads, media, queued
+):
+    task = finish(api, clock, now_of, WITH_POSTER)
+    now = timezone.now()
+    assert storage.queue_due_downloads(now=now) == 1
+
+    later = now + dt.timedelta(seconds=storage.QUEUED_HOLD_SECONDS + 1)
+
+    assert storage.queue_due_downloads(now=later) == 1
+    assert [pk for pk, _hold in queued] == [task.pk, task.pk, task.pk]
