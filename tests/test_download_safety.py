@@ -567,8 +567,9 @@ def test_a_stalled_server_times_out(target):
 # -- a partial download leaves nothing in storage -------------------------------------------------
 
 
-@pytest.mark.django_db
-def test_a_failing_poster_leaves_no_file_in_storage(target, settings, tmp_path: Path):
+@pytest.fixture
+def media(settings: Any, tmp_path: Path) -> Path:
+    """Downloads on, into a tmp FileSystemStorage alias, with the test server's address allowed."""
     media = tmp_path / "media"
     settings.STORAGES = {
         **settings.STORAGES,
@@ -584,6 +585,11 @@ def test_a_failing_poster_leaves_no_file_in_storage(target, settings, tmp_path: 
         "DOWNLOAD_ALLOW_HTTP": True,
         "DOWNLOAD_ALLOWED_NETWORKS": ["127.0.0.1/32"],
     }
+    return media
+
+
+@pytest.mark.django_db
+def test_a_failing_poster_leaves_no_file_in_storage(target, media):
     target.routes["/poster.png"] = (200, {"Content-Type": "text/html"}, b"<html>")
     task = RunwayTask.objects.create(
         task_id="t-partial",
@@ -611,22 +617,7 @@ def test_a_failing_poster_leaves_no_file_in_storage(target, settings, tmp_path: 
 
 
 @pytest.mark.django_db
-def test_stored_names_take_their_extension_from_a_fixed_list(target, settings, tmp_path: Path):
-    media = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "runway": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(media)},
-        },
-    }
-    settings.RUNWAY_FEED = {
-        **settings.RUNWAY_FEED,
-        "DOWNLOAD_RESULTS": True,
-        "STORAGE": "runway",
-        "DOWNLOAD_ALLOW_HTTP": True,
-        "DOWNLOAD_ALLOWED_NETWORKS": ["127.0.0.1/32"],
-    }
+def test_stored_names_take_their_extension_from_a_fixed_list(target, media):
     # A hostile server: script in an SVG "poster", a made-up video type at a URL ending .html.
     script = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     target.routes["/page.html"] = (200, {"Content-Type": "video/x-evil"}, VIDEO)
