@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from . import validation
 from .files import result_storage
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
@@ -112,8 +113,6 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         row, no request). The row is saved as ``submitting`` before the POST; see
         :func:`django_runway_feed.services.submit_task` for what each outcome leaves.
         """
-        from . import validation
-
         body = validation.generate_body(
             prompt=prompt,
             image=image,
@@ -130,7 +129,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
             body,
             content_object,
             metadata,
-            validation.idempotency_key(idempotency_key),
+            idempotency_key,
             client,
         )
 
@@ -150,8 +149,6 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         **unknown: Any,
     ) -> RunwayTask:
         """Restyle ``video`` (a URL) following ``prompt``. Validated like :meth:`generate`."""
-        from . import validation
-
         body = validation.video_to_video_body(
             video=video,
             prompt=prompt,
@@ -166,7 +163,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
             body,
             content_object,
             metadata,
-            validation.idempotency_key(idempotency_key),
+            idempotency_key,
             client,
         )
 
@@ -182,15 +179,13 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         **unknown: Any,
     ) -> RunwayTask:
         """Move the performance in ``video`` onto the character in ``image`` (16:9 sources)."""
-        from . import validation
-
         body = validation.act_one_body(video=video, image=image, extra=unknown)
         return self._submit(
             Route.ACT_ONE,
             body,
             content_object,
             metadata,
-            validation.idempotency_key(idempotency_key),
+            idempotency_key,
             client,
         )
 
@@ -203,6 +198,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         idempotency_key: str | None,
         client: CometAPIClient | None,
     ) -> RunwayTask:
+        """Hand a validated ``body`` to :func:`~django_runway_feed.services.submit_task`."""
         from .services import submit_task
 
         return submit_task(
@@ -210,7 +206,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
             body,
             content_object=content_object,
             metadata=metadata,
-            idempotency_key=idempotency_key,
+            idempotency_key=validation.idempotency_key(idempotency_key),
             client=client,
         )
 
