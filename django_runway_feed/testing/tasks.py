@@ -308,10 +308,10 @@ def parse_output_name(name: str) -> tuple[str, str, str] | None:
 
 def output_bytes(task_id: str, suffix: str) -> bytes:
     """A few KB of deterministic bytes: a playable MP4 clip, or a valid PNG made from the name."""
-    seed = f"{task_id}{suffix}".encode()
     if suffix.endswith(".png"):
-        return _png(seed)
-    return _mp4(seed)
+        return _png(f"{task_id}{suffix}".encode())
+    # Every task serves the same clip: a video element must be able to play what it gets.
+    return sample_video()
 
 
 def _noise(seed: bytes, size: int) -> bytes:
@@ -329,11 +329,6 @@ def sample_video() -> bytes:
     -profile:v baseline -pix_fmt yuv420p -crf 35 -movflags +faststart -an sample.mp4``.
     """
     return resources.files(__package__).joinpath("media/sample.mp4").read_bytes()
-
-
-def _mp4(seed: bytes) -> bytes:
-    # Every task serves the same clip: a video element must be able to play what it gets.
-    return sample_video()
 
 
 def _png(seed: bytes) -> bytes:
