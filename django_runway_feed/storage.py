@@ -157,9 +157,7 @@ def _mark_pending(task: RunwayTask, *, force: bool, reason: str, enqueue: bool) 
         raise DownloadUnavailable(problem)
     now = timezone.now()
     with transaction.atomic():
-        allowed = RunwayTask.objects.filter(pk=task.pk, status=Status.SUCCEEDED).filter(
-            Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
-        )
+        allowed = RunwayTask.objects.filter(pk=task.pk, status=Status.SUCCEEDED).unleased(now)
         if not force:
             allowed = allowed.exclude(download_status=DownloadStatus.STORED)
         if not allowed.update(
@@ -218,7 +216,7 @@ def queue_due_downloads(*, now: dt.datetime | None = None, limit: int = DUE_BATC
     due = list(
         RunwayTask.objects.filter(status=Status.SUCCEEDED, download_status=DownloadStatus.PENDING)
         .filter(Q(download_retry_at__isnull=True) | Q(download_retry_at__lte=now))
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+        .unleased(now)
         .order_by(F("download_retry_at").asc(nulls_first=True))
         .values_list("pk", "download_retry_at")[:limit]
     )
@@ -297,7 +295,7 @@ def download_result(
             download_status=DownloadStatus.PENDING,
         )
         .filter(due)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+        .unleased(now)
         .update(
             lease_owner=owner,
             lease_expires_at=now + dt.timedelta(seconds=lease),
