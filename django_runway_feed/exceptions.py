@@ -78,14 +78,9 @@ class DownloadUnavailable(RunwayFeedError, ValueError):
 
 
 class DownloadError(RunwayFeedError):
-    """One attempt to download a result failed. ``retryable`` says whether to try again later.
-
-    ``expired`` marks answers (403/404/410) meaning the URL itself is no longer good: the feed
-    is asked for fresh URLs before the next attempt.
-    """
+    """One attempt to download a result failed. ``retryable`` says whether to try again later."""
 
     retryable = True
-    expired = False
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -107,6 +102,7 @@ class DownloadTooLarge(DownloadRefused):
 
 
 class DownloadExpired(DownloadError, LookupError):
-    """The host answered 403, 404 or 410: the URL has probably expired."""
+    """The host answered 403, 404 or 410: the URL has probably expired.
 
-    expired = True
+    The feed is asked for fresh URLs and the attempt is tried again with them.
+    """
