@@ -80,6 +80,40 @@ class ActionReport:
         return " ".join(parts)
 
 
+# Why each action would skip a task, or None when it applies. The admin shows a task's buttons
+# by the same rules.
+
+
+def why_not_poll(task: RunwayTask) -> str | None:
+    if task.is_finished:
+        return ALREADY_FINISHED
+    if task.status not in POLLABLE_STATUSES:
+        return NOT_ACCEPTED
+    return None
+
+
+def why_not_resume(task: RunwayTask) -> str | None:
+    return None if task.is_given_up else NOT_GIVEN_UP
+
+
+def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> str | None:
+    if task.is_finished:
+        return ALREADY_FINISHED
+    if may_be_in_flight(task, now):
+        return IN_FLIGHT
+    return None
+
+
+def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> str | None:
+    if task.route not in RESUBMITTABLE_ROUTES or not task.request:
+        return NO_REQUEST
+    if task.status in POLLABLE_STATUSES:
+        return STILL_RUNNING
+    if may_be_in_flight(task, now):
+        return IN_FLIGHT
+    return None
+
+
 def _api_calls(
     tasks: Iterable[RunwayTask],
     why_not: Callable[[RunwayTask], str | None],
@@ -142,15 +176,7 @@ def poll_now(
     change it found is recorded (and signalled) as usual.
     """
     report = ActionReport("Polled")
-
-    def why_not(task: RunwayTask) -> str | None:
-        if task.is_finished:
-            return ALREADY_FINISHED
-        if task.status not in POLLABLE_STATUSES:
-            return NOT_ACCEPTED
-        return None
-
-    todo = _api_calls(tasks, why_not, report)
+    todo = _api_calls(tasks, why_not_poll, report)
     with contextlib.ExitStack() as stack:
         client = _client(stack, client, todo, report)
         if client is None:
@@ -187,8 +213,9 @@ def resume_tracking(
     now = now or timezone.now()
     report = ActionReport("Resumed")
     for task in tasks:
-        if not task.is_given_up:
-            report.skip(task, NOT_GIVEN_UP)
+        reason = why_not_resume(task)
+        if reason:
+            report.skip(task, reason)
             continue
         with transaction.atomic():
             updated = RunwayTask.objects.filter(
@@ -238,11 +265,9 @@ def stop_tracking(
     now = now or timezone.now()
     report = ActionReport("Stopped")
     for task in tasks:
-        if task.is_finished:
-            report.skip(task, ALREADY_FINISHED)
-            continue
-        if may_be_in_flight(task, now):
-            report.skip(task, IN_FLIGHT)
+        reason = why_not_stop(task, now)
+        if reason:
+            report.skip(task, reason)
             continue
         reason = (
             f"Stopped{_by(actor)}: no longer tracked. CometAPI has no cancel route, so the task "
@@ -293,17 +318,7 @@ def resubmit(
     """
     now = now or timezone.now()
     report = ActionReport("Resubmitted")
-
-    def why_not(task: RunwayTask) -> str | None:
-        if task.route not in RESUBMITTABLE_ROUTES or not task.request:
-            return NO_REQUEST
-        if task.status in POLLABLE_STATUSES:
-            return STILL_RUNNING
-        if may_be_in_flight(task, now):
-            return IN_FLIGHT
-        return None
-
-    todo = _api_calls(tasks, why_not, report)
+    todo = _api_calls(tasks, lambda task: why_not_resubmit(task, now), report)
     with contextlib.ExitStack() as stack:
         client = _client(stack, client, todo, report)
         if client is None:

@@ -32,7 +32,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from . import actions as operator_actions
-from .models import POLLABLE_STATUSES, PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
+from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
 from .polling import pause_in_effect
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
@@ -232,33 +232,26 @@ OBJECT_ACTIONS = {
             "poll",
             _("Poll now"),
             _("Ask CometAPI about this task now, ignoring its schedule."),
-            lambda task: task.status in POLLABLE_STATUSES,
+            lambda task: operator_actions.why_not_poll(task) is None,
         ),
         ObjectAction(
             "resume",
             _("Resume tracking"),
             _("Reopen this given-up task and poll it again."),
-            lambda task: task.is_given_up,
+            lambda task: operator_actions.why_not_resume(task) is None,
         ),
         ObjectAction(
             "stop",
             _("Stop tracking"),
             _("Cancel locally. CometAPI has no cancel route: the task may still run (billed)."),
-            lambda task: (
-                task.status in UNFINISHED_STATUSES and not operator_actions.may_be_in_flight(task)
-            ),
+            lambda task: operator_actions.why_not_stop(task) is None,
             danger=True,
         ),
         ObjectAction(
             "resubmit",
             _("Resubmit"),
             _("Create a new task with the same request."),
-            lambda task: (
-                task.route in operator_actions.RESUBMITTABLE_ROUTES
-                and bool(task.request)
-                and task.status not in POLLABLE_STATUSES
-                and not operator_actions.may_be_in_flight(task)
-            ),
+            lambda task: operator_actions.why_not_resubmit(task) is None,
             permission="resubmit",
         ),
         ObjectAction(
