@@ -557,13 +557,17 @@ class Poller:
         quiet: list[tuple[RunwayTask, Plan]] = []
         progressed: list[RunwayTask] = []
         refused: Exception | None = None
+        # A row not written below (not sent, refused, a lost race) keeps its lease until released.
+        left_leased = False
         answered = sum(1 for result in results if not isinstance(result, NotSent))
         limited = [result for result in results if isinstance(result, RateLimitedError)]
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, NotSent):
-                continue  # released below, untouched: the next round polls it
+                left_leased = True  # released below, untouched: the next round polls it
+                continue
             if isinstance(result, AuthenticationError | ForbiddenError):
                 refused = result  # one pause per round, however many tasks saw it
+                left_leased = True
                 continue
             if isinstance(result, FeedSnapshot):
                 plan = plan_snapshot(task, result, now=now)
@@ -580,6 +584,7 @@ class Poller:
             elif self._transition(owner, task, plan, payload=getattr(result, "raw", None)):
                 summary.transitions += 1
             else:
+                left_leased = True
                 continue
             if plan.progressed:
                 task.progress = plan.fields["progress"]
@@ -590,7 +595,8 @@ class Poller:
         if len(limited) >= STORM_MIN_RATE_LIMITED and 2 * len(limited) >= answered:
             self._hold_for_storm(limited)
         self._write_quiet(owner, quiet)
-        self._release(owner)
+        if left_leased:
+            self._release(owner)
         for task in progressed:
             outbox.send_progress(task)
         return summary
@@ -707,17 +713,12 @@ class Poller:
         ignore_pause: bool = False,
     ) -> PollSummary:
         """Claim, fetch and apply one batch. Returns what it did."""
-        now = self.clock()
 
         def one_round() -> PollSummary:
-            paused, tat = self._read_state(now)
-            if paused and not ignore_pause:
-                return PollSummary(rounds=1, paused=True)
-            return self._finish_round(
-                self._start_round(
-                    now=now, limit=limit, task_ids=task_ids, due_only=due_only, budget_tat=tat
-                )
+            started = self._start_round_unless_paused(
+                limit=limit, task_ids=task_ids, due_only=due_only, ignore_pause=ignore_pause
             )
+            return self._finish_round(started)
 
         return self._guarded(one_round, PollSummary(rounds=1))
 
@@ -782,12 +783,22 @@ class Poller:
         summary.rounds = 1
         return summary
 
-    def _start_round_unless_paused(self) -> _Round | PollSummary:
+    def _start_round_unless_paused(
+        self,
+        *,
+        limit: int | None = None,
+        task_ids: Iterable[int] | None = None,
+        due_only: bool = True,
+        ignore_pause: bool = False,
+    ) -> _Round | PollSummary:
+        """Read the shared state once, then start a round unless a pause holds."""
         now = self.clock()
         paused, tat = self._read_state(now)
-        if paused:
+        if paused and not ignore_pause:
             return PollSummary(rounds=1, paused=True)
-        return self._start_round(now=now, budget_tat=tat)
+        return self._start_round(
+            now=now, limit=limit, task_ids=task_ids, due_only=due_only, budget_tat=tat
+        )
 
     def seconds_until_due(self, now: dt.datetime) -> float | None:
         """Seconds until the earliest pollable task is due (0 if one is due), None if none."""
