@@ -351,11 +351,10 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     state = PollerState.objects.filter(pk=1).first()
     last_success = state.last_success_at if state else None
     # A pause recorded for other settings (the key was changed since) is not in effect.
-    from .polling import active_pause
+    from .polling import pause_in_effect
 
-    pause = active_pause(now)
-    paused_until = pause.paused_until if pause else None
-    paused = paused_until is not None
+    paused = state is not None and pause_in_effect(state, now)
+    paused_until = state.paused_until if paused and state else None
     problems = evaluate(now=now)
     return {
         "version": REPORT_VERSION,
@@ -376,7 +375,7 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
             "seconds_since_success": (now - last_success).total_seconds() if last_success else None,
             "last_run": state.last_run if state else {},
             "paused": paused,
-            "paused_until": _iso(paused_until) if paused else None,
+            "paused_until": _iso(paused_until),
             "pause_reason": state.pause_reason if paused and state else "",
         },
         "problems": [_describe(message) for message in problems],
