@@ -114,13 +114,20 @@ def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> str | 
     return None
 
 
-def _api_calls(
+def _call_api_for_each(
     tasks: Iterable[RunwayTask],
     why_not: Callable[[RunwayTask], str | None],
+    call: Callable[[RunwayTask, CometAPIClient], None],
+    *,
+    client: CometAPIClient | None,
     report: ActionReport,
-) -> list[RunwayTask]:
-    """The tasks to send a request for: those ``why_not`` finds no reason to skip, at most
-    ``MAX_API_CALLS``. The others are skipped in ``report``, with the reason."""
+) -> ActionReport:
+    """``call(task, client)`` for each task ``why_not`` finds no reason to skip, at most
+    ``MAX_API_CALLS``; the others are skipped in ``report``, with the reason.
+
+    ``client``, or one of our own for all the calls. Without an API key every such task is
+    skipped with the reason, instead of an error page.
+    """
     todo: list[RunwayTask] = []
     for task in tasks:
         reason = why_not(task) or (TOO_MANY if len(todo) >= MAX_API_CALLS else None)
@@ -128,30 +135,19 @@ def _api_calls(
             report.skip(task, reason)
         else:
             todo.append(task)
-    return todo
-
-
-def _client(
-    stack: contextlib.ExitStack,
-    client: CometAPIClient | None,
-    todo: list[RunwayTask],
-    report: ActionReport,
-) -> CometAPIClient | None:
-    """``client``, or one of our own closed with ``stack``; None if there is nothing to do.
-
-    Without an API key every task in ``todo`` is skipped with the reason, instead of an error
-    page.
-    """
     if not todo:
-        return None
-    if client is not None:
-        return client
-    try:
-        return stack.enter_context(CometAPIClient(pool_size=1))
-    except RunwayFeedError as exc:
+        return report
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            try:
+                client = stack.enter_context(CometAPIClient(pool_size=1))
+            except RunwayFeedError as exc:
+                for task in todo:
+                    report.skip(task, str(exc))
+                return report
         for task in todo:
-            report.skip(task, str(exc))
-        return None
+            call(task, client)
+    return report
 
 
 def _count(number: int) -> str:
@@ -176,27 +172,24 @@ def poll_now(
     change it found is recorded (and signalled) as usual.
     """
     report = ActionReport("Polled")
-    todo = _api_calls(tasks, why_not_poll, report)
-    with contextlib.ExitStack() as stack:
-        client = _client(stack, client, todo, report)
-        if client is None:
-            return report
-        for task in todo:
-            before = (task.status, task.progress)
-            summary = services.poll_task_now(task, client=client, now=now)
-            if not summary.claimed:
-                report.skip(task, BUSY)
-                continue
-            task.refresh_from_db()
-            if summary.errors:
-                outcome = "the request failed (see the last error)"
-            elif (task.status, task.progress) == before:
-                outcome = f"no change ({task.status}, {task.progress}%)"
-            else:
-                outcome = f"{before[0]} {before[1]}% -> {task.status} {task.progress}%"
-            outbox.record_note(task, EventKind.MANUAL_POLL, f"Polled now{_by(actor)}: {outcome}.")
-            report.done.append(task)
-    return report
+
+    def poll_one(task: RunwayTask, client: CometAPIClient) -> None:
+        before = (task.status, task.progress)
+        summary = services.poll_task_now(task, client=client, now=now)
+        if not summary.claimed:
+            report.skip(task, BUSY)
+            return
+        task.refresh_from_db()
+        if summary.errors:
+            outcome = "the request failed (see the last error)"
+        elif (task.status, task.progress) == before:
+            outcome = f"no change ({task.status}, {task.progress}%)"
+        else:
+            outcome = f"{before[0]} {before[1]}% -> {task.status} {task.progress}%"
+        outbox.record_note(task, EventKind.MANUAL_POLL, f"Polled now{_by(actor)}: {outcome}.")
+        report.done.append(task)
+
+    return _call_api_for_each(tasks, why_not_poll, poll_one, client=client, report=report)
 
 
 def resume_tracking(
@@ -318,14 +311,13 @@ def resubmit(
     """
     now = now or timezone.now()
     report = ActionReport("Resubmitted")
-    todo = _api_calls(tasks, lambda task: why_not_resubmit(task, now), report)
-    with contextlib.ExitStack() as stack:
-        client = _client(stack, client, todo, report)
-        if client is None:
-            return report
-        for task in todo:
-            _resubmit_one(task, actor, client, report)
-    return report
+    return _call_api_for_each(
+        tasks,
+        lambda task: why_not_resubmit(task, now),
+        lambda task, client: _resubmit_one(task, actor, client, report),
+        client=client,
+        report=report,
+    )
 
 
 def _resubmit_one(
