@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.core.checks import run_checks
+from django.core.checks import CheckMessage, run_checks
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -21,6 +21,11 @@ PREFIX = "django_runway_feed."
 def health_ids(*, deploy: bool = True) -> list[str]:
     messages = run_checks(include_deployment_checks=deploy)
     return sorted(m.id for m in messages if m.id and m.id.startswith(PREFIX))
+
+
+def messages_with(code: str) -> list[CheckMessage]:
+    """The deploy-check messages with id ``django_runway_feed.<code>``."""
+    return [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}{code}"]
 
 
 @pytest.fixture
@@ -109,7 +114,7 @@ def test_check_deploy_command_reports_missing_schedule(healthy, capsys):
 def test_missing_schedule_is_e007(healthy):
     remove_schedule()
 
-    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}E007"]
+    messages = messages_with("E007")
     assert health_ids() == [f"{PREFIX}E007"]
     assert messages[0].msg == (
         "The django-q2 Schedule 'django_runway_feed.poll' is missing: nothing polls Runway tasks."
@@ -141,7 +146,7 @@ def test_duplicated_schedule_is_w004(healthy):
 def test_schedule_with_wrong_function_is_e008(healthy):
     Schedule.objects.filter(name="django_runway_feed.poll").update(func="myapp.jobs.poll")
 
-    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}E008"]
+    messages = messages_with("E008")
     assert health_ids() == [f"{PREFIX}E008"]
     assert messages[0].msg == (
         "The django-q2 Schedule 'django_runway_feed.poll' calls 'myapp.jobs.poll' instead of "
@@ -185,7 +190,7 @@ def test_sqlite_orm_broker_with_several_workers_is_w006(healthy, settings):
     }
     settings.Q_CLUSTER.update(orm="queue", workers=4)
 
-    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}W006"]
+    messages = messages_with("W006")
     assert health_ids() == [f"{PREFIX}W006"]
     assert messages[0].msg == (
         "The django-q2 ORM broker runs on SQLite with 4 workers: it works, but concurrent "
@@ -261,7 +266,7 @@ def test_api_pause_is_e010(healthy):
         paused_until=until, pause_reason="CometAPI refused the API key (HTTP 401)"
     )
 
-    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}E010"]
+    messages = messages_with("E010")
     assert health_ids() == [f"{PREFIX}E010"]
     assert messages[0].msg == (
         "CometAPI refused the API key; polling is paused until 2999-01-01T00:00:00+00:00: "
@@ -285,7 +290,7 @@ def test_stuck_tasks_are_w007(healthy, settings):
     make_task(status=Status.RUNNING, age=dt.timedelta(minutes=11))
     make_task(status=Status.RUNNING, age=dt.timedelta(minutes=9))
 
-    messages = [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}W007"]
+    messages = messages_with("W007")
     assert health_ids() == [f"{PREFIX}W007"]
     assert messages[0].msg == (
         "2 unfinished task(s) were submitted more than 600 s ago (RUNWAY_FEED['STALE_AFTER'])."
