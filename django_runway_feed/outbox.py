@@ -60,7 +60,7 @@ def record_transition(
     if status == Status.SUCCEEDED:
         from .storage import on_task_succeeded
 
-        on_task_succeeded(task, now=now)
+        on_task_succeeded(task)
     return event
 
 

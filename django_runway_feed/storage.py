@@ -80,6 +80,15 @@ DUE_BATCH = 100
 # (a job the broker lost, or a cluster far behind).
 QUEUED_HOLD_SECONDS = 10 * 60
 
+# A download (re)started from its first attempt. No retry time is "due now", whatever clock the
+# caller runs on.
+PENDING_AFRESH: dict[str, Any] = {
+    "download_status": DownloadStatus.PENDING,
+    "download_attempts": 0,
+    "download_error": "",
+    "download_retry_at": None,
+}
+
 Resolver = Callable[[str, int], list[str]]
 
 
@@ -160,13 +169,7 @@ def _mark_pending(task: RunwayTask, *, force: bool, reason: str, enqueue: bool) 
         allowed = RunwayTask.objects.filter(pk=task.pk, status=Status.SUCCEEDED).unleased(now)
         if not force:
             allowed = allowed.exclude(download_status=DownloadStatus.STORED)
-        if not allowed.update(
-            download_status=DownloadStatus.PENDING,
-            download_attempts=0,
-            download_error="",
-            download_retry_at=None,
-            updated_at=now,
-        ):
+        if not allowed.update(**PENDING_AFRESH, updated_at=now):
             task.refresh_from_db()
             raise DownloadUnavailable(
                 unavailable_reason(task, force=force)
@@ -178,7 +181,7 @@ def _mark_pending(task: RunwayTask, *, force: bool, reason: str, enqueue: bool) 
             transaction.on_commit(partial(_enqueue, task.pk), robust=True)
 
 
-def on_task_succeeded(task: RunwayTask, *, now: dt.datetime) -> None:
+def on_task_succeeded(task: RunwayTask) -> None:
     """Mark a task that just succeeded for download. Call inside the transaction of the change.
 
     The job is queued when that transaction commits; a failure to queue it is logged and the
@@ -189,13 +192,7 @@ def on_task_succeeded(task: RunwayTask, *, now: dt.datetime) -> None:
     marked = (
         RunwayTask.objects.filter(pk=task.pk, status=Status.SUCCEEDED)
         .exclude(download_status=DownloadStatus.STORED)
-        .update(
-            download_status=DownloadStatus.PENDING,
-            download_attempts=0,
-            download_error="",
-            # None is "due now" whatever clock the caller runs on.
-            download_retry_at=None,
-        )
+        .update(**PENDING_AFRESH)
     )
     if marked:
         transaction.on_commit(partial(_enqueue, task.pk), robust=True)
