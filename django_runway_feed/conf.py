@@ -86,6 +86,14 @@ def _seconds(name: str) -> float:
     return _as_seconds(_get(name))
 
 
+def _timeout(name: str) -> float | tuple[float, float]:
+    """A requests timeout: seconds, or a ``(connect, read)`` pair of them."""
+    value = _get(name)
+    if isinstance(value, list | tuple):
+        return (_as_seconds(value[0]), _as_seconds(value[1]))
+    return _as_seconds(value)
+
+
 class RunwayFeedSettings:
     """Typed, always-current view of ``RUNWAY_FEED`` merged over :data:`DEFAULTS`."""
 
@@ -104,10 +112,7 @@ class RunwayFeedSettings:
 
     @property
     def REQUEST_TIMEOUT(self) -> float | tuple[float, float]:
-        value = _get("REQUEST_TIMEOUT")
-        if isinstance(value, list | tuple):
-            return (_as_seconds(value[0]), _as_seconds(value[1]))
-        return _as_seconds(value)
+        return _timeout("REQUEST_TIMEOUT")
 
     @property
     def MAX_RESPONSE_BYTES(self) -> int:
@@ -211,10 +216,7 @@ class RunwayFeedSettings:
 
     @property
     def DOWNLOAD_TIMEOUT(self) -> float | tuple[float, float]:
-        value = _get("DOWNLOAD_TIMEOUT")
-        if isinstance(value, list | tuple):
-            return (_as_seconds(value[0]), _as_seconds(value[1]))
-        return _as_seconds(value)
+        return _timeout("DOWNLOAD_TIMEOUT")
 
     @property
     def DOWNLOAD_MAX_DURATION(self) -> float:
