@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from django.contrib import admin, messages
@@ -209,13 +209,21 @@ class HasOutputFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RunAction(Protocol):
+    def __call__(
+        self, tasks: Iterable[RunwayTask], *, actor: str = ...
+    ) -> operator_actions.ActionReport: ...
+
+
 @dataclass(frozen=True)
 class ObjectAction:
-    """A button on the task page that POSTs to one of the admin's action URLs."""
+    """An operator action: its function, and its button on the task page (which POSTs to one of
+    the admin's action URLs)."""
 
     name: str
     label: StrOrPromise
     help: StrOrPromise
+    run: RunAction
     applies: Callable[[RunwayTask], bool]
     permission: str = "change"
     danger: bool = False
@@ -232,18 +240,21 @@ OBJECT_ACTIONS = {
             "poll",
             _("Poll now"),
             _("Ask CometAPI about this task now, ignoring its schedule."),
+            operator_actions.poll_now,
             lambda task: operator_actions.why_not_poll(task) is None,
         ),
         ObjectAction(
             "resume",
             _("Resume tracking"),
             _("Reopen this given-up task and poll it again."),
+            operator_actions.resume_tracking,
             lambda task: operator_actions.why_not_resume(task) is None,
         ),
         ObjectAction(
             "stop",
             _("Stop tracking"),
             _("Cancel locally. CometAPI has no cancel route: the task may still run (billed)."),
+            operator_actions.stop_tracking,
             lambda task: operator_actions.why_not_stop(task) is None,
             danger=True,
         ),
@@ -251,6 +262,7 @@ OBJECT_ACTIONS = {
             "resubmit",
             _("Resubmit"),
             _("Create a new task with the same request."),
+            operator_actions.resubmit,
             lambda task: operator_actions.why_not_resubmit(task) is None,
             permission="resubmit",
         ),
@@ -258,6 +270,7 @@ OBJECT_ACTIONS = {
             "download",
             _("Download result now"),
             _("Copy the output to the site's storage now."),
+            operator_actions.download_results,
             _downloadable,
             permission="download",
         ),
@@ -719,22 +732,9 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     # -- actions -------------------------------------------------------------------------------
 
     def run_action(self, request: HttpRequest, name: str, queryset: QuerySet[RunwayTask]) -> None:
-        actor = request.user.get_username()
         # Whole rows: the list's queryset leaves out the large JSON fields the actions need.
         queryset = RunwayTask.objects.filter(pk__in=queryset.values("pk")).order_by("pk")
-        if name == "poll":
-            report = operator_actions.poll_now(queryset, actor=actor)
-        elif name == "resume":
-            report = operator_actions.resume_tracking(queryset, actor=actor)
-        elif name == "stop":
-            report = operator_actions.stop_tracking(queryset, actor=actor)
-        elif name == "resubmit":
-            report = operator_actions.resubmit(queryset, actor=actor)
-        elif name == "download":
-            report = operator_actions.download_results(queryset, actor=actor)
-        else:  # pragma: no cover - the names come from OBJECT_ACTIONS
-            raise ValueError(name)
-        self.report(request, report)
+        self.report(request, OBJECT_ACTIONS[name].run(queryset, actor=request.user.get_username()))
 
     def report(self, request: HttpRequest, report: operator_actions.ActionReport) -> None:
         if report.skipped and not report.done:
