@@ -10,7 +10,7 @@ from django_runway_feed import actions
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import FailureCode, Status
-from django_runway_feed.testing import TaskScript
+from django_runway_feed.testing import Fault, TaskScript
 from tests.conftest import run_in_threads
 from tests.testapp.models import Product
 
@@ -35,6 +35,13 @@ def give_up(task: RunwayTask, code: str, now: dt.datetime) -> RunwayTask:
         error_count=3,
         last_error="ReadTimeout",
     )
+    task.refresh_from_db()
+    return task
+
+
+def failed_generated(prompt: str) -> RunwayTask:
+    task = RunwayTask.objects.generate(prompt)
+    RunwayTask.objects.filter(pk=task.pk).update(status=Status.FAILED)
     task.refresh_from_db()
     return task
 
@@ -310,8 +317,6 @@ def test_stop_leaves_a_submission_in_flight_but_stops_an_unknown_outcome(now_of)
 
 
 def test_stop_discards_the_answer_of_a_poll_in_flight(api, clock, now_of):
-    from django_runway_feed.polling import Poller
-
     task = track(api, now_of, TaskScript(queued_for=0, run_for=10))
     clock.advance(30)
     with Poller(clock=now_of) as poller:
@@ -384,9 +389,7 @@ def test_resubmit_twice_creates_two_tasks(api):
 
 
 def test_resubmit_racing_another_click_reuses_its_new_task(api):
-    old = RunwayTask.objects.generate("a dog skiing")
-    RunwayTask.objects.filter(pk=old.pk).update(status=Status.FAILED)
-    old.refresh_from_db()
+    old = failed_generated("a dog skiing")
     # What a concurrent click already created with the same key.
     other = actions.resubmit([old]).done[0]
     TaskEvent.objects.filter(kind=EventKind.RESUBMITTED).delete()
@@ -397,13 +400,6 @@ def test_resubmit_racing_another_click_reuses_its_new_task(api):
     assert report.done == [other]
     assert len(api.create_requests) == creates
     assert len(events(old, EventKind.RESUBMITTED)) == 1
-
-
-def failed_generated(prompt: str) -> RunwayTask:
-    task = RunwayTask.objects.generate(prompt)
-    RunwayTask.objects.filter(pk=task.pk).update(status=Status.FAILED)
-    task.refresh_from_db()
-    return task
 
 
 def test_resubmit_at_once_from_several_threads_creates_one_task_and_one_event(api):
@@ -460,11 +456,7 @@ def test_resubmit_skips_tracked_and_running_tasks(api, now_of):
 
 
 def test_resubmit_refused_by_the_api_keeps_the_rejected_row(api):
-    old = RunwayTask.objects.generate("a cat surfing")
-    RunwayTask.objects.filter(pk=old.pk).update(status=Status.FAILED)
-    old.refresh_from_db()
-    from django_runway_feed.testing import Fault
-
+    old = failed_generated("a cat surfing")
     api.inject(Fault(kind="status", status=400), route="create")
 
     [new] = actions.resubmit([old]).done
