@@ -205,7 +205,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
             route,
             body,
             content_object=content_object,
-            metadata=metadata,
+            metadata=validation.metadata(metadata),
             idempotency_key=validation.idempotency_key(idempotency_key),
             client=client,
         )

@@ -195,6 +195,9 @@ def track_task(
     now: dt.datetime | None = None,
 ) -> RunwayTask:
     """Follow a task created elsewhere; idempotent (a known id returns its existing row)."""
+    from . import validation
+
+    metadata = validation.metadata(metadata)
     task_id = task_id.strip()
     if not task_id or len(task_id) > 128:
         raise ValueError("task_id must be a non-empty string of at most 128 characters")

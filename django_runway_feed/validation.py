@@ -7,6 +7,7 @@ the admin and the command line can show each error next to its field.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -211,6 +212,22 @@ def act_one_body(*, video: Any, image: Any, extra: dict[str, Any]) -> dict[str, 
     image_url = _url(errors, "image", image, required=True)
     errors.raise_if_any()
     return {"video": video_url, "image": image_url}
+
+
+def metadata(value: Any) -> dict[str, Any]:
+    """The host's ``metadata`` as a JSON object (``{}`` for None); raises ValidationError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(
+            {"metadata": [f"metadata must be a dict (a JSON object); got {type(value).__name__}."]}
+        )
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        message = f"metadata must be JSON-serialisable: {exc}"
+        raise ValidationError({"metadata": [message]}) from None
+    return value
 
 
 def idempotency_key(value: Any) -> str | None:

@@ -175,6 +175,46 @@ def test_generate_invalid_argument_makes_no_request_and_no_row(api, kwargs, fiel
 
 
 @pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ([1], "metadata must be a dict (a JSON object); got list."),
+        ("x", "metadata must be a dict (a JSON object); got str."),
+        (0, "metadata must be a dict (a JSON object); got int."),
+    ],
+)
+def test_metadata_must_be_a_dict_before_any_request_or_row(api, metadata, message):
+    with pytest.raises(ValidationError) as info:
+        RunwayTask.objects.generate("x", metadata=metadata)
+
+    assert info.value.message_dict == {"metadata": [message]}
+    assert api.create_requests == []
+    assert not RunwayTask.objects.exists()
+
+
+def test_metadata_must_be_json_serialisable(api):
+    with pytest.raises(ValidationError) as info:
+        RunwayTask.objects.video_to_video(VIDEO, prompt="p", metadata={"when": object()})
+
+    [message] = info.value.message_dict["metadata"]
+    assert message.startswith("metadata must be JSON-serialisable")
+    assert api.create_requests == []
+
+
+def test_track_refuses_metadata_that_is_not_a_dict(api):
+    with pytest.raises(ValidationError):
+        RunwayTask.objects.track("t-1", metadata=["a"])  # type: ignore[arg-type]
+
+    assert not RunwayTask.objects.exists()
+
+
+def test_runway_submit_rejects_metadata_that_is_not_an_object(api):
+    with pytest.raises(CommandError, match="metadata: metadata must be a dict"):
+        call_command("runway_submit", "generate", "--prompt", "a cat", "--metadata", "0")
+
+    assert api.create_requests == []
+
+
+@pytest.mark.parametrize(
     ("kwargs", "errors"),
     [
         (
