@@ -118,6 +118,27 @@ def client_(api: FakeCometAPI) -> Iterator[CometAPIClient]:
         yield client
 
 
+@pytest.fixture
+def healthy(settings: Any) -> None:
+    """A healthy site: valid settings, one Schedule, a fresh successful run, one worker."""
+    from django.utils import timezone
+
+    from django_runway_feed.models import PollerState
+    from django_runway_feed.schedules import install_schedule
+
+    settings.RUNWAY_FEED = {"API_KEY": "k"}
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "catch_up": False, "workers": 1}
+    install_schedule()
+    PollerState.objects.update_or_create(
+        pk=1,
+        defaults={
+            "last_run_at": timezone.now(),
+            "last_success_at": timezone.now(),
+            "last_run": {"rounds": 1, "claimed": 2, "polled": 2, "transitions": 1, "errors": 0},
+        },
+    )
+
+
 class SignalLog:
     """Records every signal of the app, with whether it was sent inside a transaction."""
 

@@ -11,7 +11,7 @@ from django_q.models import Schedule
 
 from django_runway_feed import health, jobs, services, signals
 from django_runway_feed.models import PollerState, RunwayTask
-from django_runway_feed.schedules import install_schedule, remove_schedule
+from django_runway_feed.schedules import remove_schedule
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import TaskScript
 
@@ -26,15 +26,6 @@ def health_ids(*, deploy: bool = True) -> list[str]:
 def messages_with(code: str) -> list[CheckMessage]:
     """The deploy-check messages with id ``django_runway_feed.<code>``."""
     return [m for m in run_checks(include_deployment_checks=True) if m.id == f"{PREFIX}{code}"]
-
-
-@pytest.fixture
-def healthy(settings):
-    """A healthy site: valid settings, one Schedule, a fresh heartbeat, one worker."""
-    settings.RUNWAY_FEED = {"API_KEY": "k"}
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "catch_up": False, "workers": 1}
-    install_schedule()
-    PollerState.objects.update_or_create(pk=1, defaults={"last_success_at": timezone.now()})
 
 
 def make_task(*, status=Status.QUEUED, age=dt.timedelta(0), now=None, **fields):

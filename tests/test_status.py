@@ -9,25 +9,9 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
-from django_runway_feed.schedules import install_schedule
 from django_runway_feed.statuses import Status
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def healthy(settings):
-    settings.RUNWAY_FEED = {"API_KEY": "k"}
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "catch_up": False, "workers": 1}
-    install_schedule()
-    PollerState.objects.update_or_create(
-        pk=1,
-        defaults={
-            "last_run_at": timezone.now(),
-            "last_success_at": timezone.now(),
-            "last_run": {"rounds": 1, "claimed": 2, "polled": 2, "transitions": 1, "errors": 0},
-        },
-    )
 
 
 def make_task(status, *, age=dt.timedelta(0), **fields):
