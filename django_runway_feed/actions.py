@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from . import outbox, services
+from . import outbox, services, storage
 from .client import CometAPIClient
-from .exceptions import RunwayFeedError
+from .exceptions import DownloadUnavailable, RunwayFeedError
 from .models import POLLABLE_STATUSES, EventKind, Route, RunwayTask, TaskEvent
 from .statuses import FailureCode, Status
 
@@ -372,13 +372,10 @@ def download_results(tasks: Iterable[RunwayTask], *, actor: str = "") -> ActionR
     that cannot be downloaded is skipped with the reason :mod:`~django_runway_feed.storage`
     gives. Each queued task gets a ``download_queued`` event.
     """
-    from .exceptions import DownloadUnavailable
-    from .storage import queue_download
-
     report = ActionReport("Queued the download of")
     for task in tasks:
         try:
-            queue_download(task, force=True, reason=f"Download queued{_by(actor)}.")
+            storage.queue_download(task, force=True, reason=f"Download queued{_by(actor)}.")
         except DownloadUnavailable as exc:
             report.skip(task, str(exc))
         else:

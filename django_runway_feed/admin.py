@@ -32,6 +32,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from . import actions as operator_actions
+from . import storage
 from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
 from .polling import pause_in_effect
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
@@ -407,9 +408,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         )
 
     def has_download_permission(self, request: HttpRequest, obj: RunwayTask | None = None) -> bool:
-        from .storage import downloads_enabled
-
-        return downloads_enabled() and self.has_change_permission(request, obj)
+        return storage.downloads_enabled() and self.has_change_permission(request, obj)
 
     def get_fieldsets(self, request: HttpRequest, obj: RunwayTask | None = None) -> _FieldsetSpec:
         fieldsets = list(super().get_fieldsets(request, obj))
@@ -498,13 +497,11 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     @admin.display(description=_("output"))
     def output_player(self, task: RunwayTask) -> SafeString | str:
-        from .storage import stored_file_url
-
-        stored = web_url(stored_file_url(task, "video"), allow_path=True)
+        stored = web_url(storage.stored_file_url(task, "video"), allow_path=True)
         source = stored or web_url(task.result_url)
         if not source:
             return url_or_text(task.result_url) if task.result_url else ""
-        poster = web_url(stored_file_url(task, "poster"), allow_path=True) or web_url(
+        poster = web_url(storage.stored_file_url(task, "poster"), allow_path=True) or web_url(
             self._output_url(task, "poster")
         )
         origin = _("stored copy") if stored else _("provider URL (expires after 24-48 hours)")
@@ -529,14 +526,12 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     @admin.display(description=_("stored files"))
     def stored_files_links(self, task: RunwayTask) -> SafeString | str:
-        from .storage import stored_file_url
-
         rows = []
         for entry in task.stored_files or []:
             if not isinstance(entry, dict):
                 continue
             kind = str(entry.get("kind") or "file")
-            url = web_url(stored_file_url(task, kind), allow_path=True)
+            url = web_url(storage.stored_file_url(task, kind), allow_path=True)
             name = str(entry.get("name") or "")
             link = format_html('<a href="{}">{}</a>', url, name) if url else name
             rows.append((kind, link, entry.get("size", ""), entry.get("content_type", "")))
