@@ -72,14 +72,7 @@ def record_event(
     Call inside the transaction that made the change; delivered like a transition.
     """
     return _create_signalled(
-        task=task,
-        kind=kind,
-        from_status=task.status,
-        to_status=task.status,
-        progress=task.progress,
-        message=message,
-        payload=payload,
-        created_at=now,
+        kind=kind, message=message, payload=payload, created_at=now, **_unchanged(task)
     )
 
 
@@ -102,16 +95,23 @@ def record_note(
     """Write a history row that carries no signal (tracking started, a manual poll ...)."""
     now = timezone.now()
     return TaskEvent.objects.create(
-        task=task,
         kind=kind,
-        from_status=task.status,
-        to_status=task.status,
-        progress=task.progress,
         message=message,
         payload=payload,
         created_at=now,
         dispatched_at=now,
+        **_unchanged(task),
     )
+
+
+def _unchanged(task: RunwayTask) -> dict[str, Any]:
+    """The fields of an event that leaves the task's status (and progress) where it is."""
+    return {
+        "task": task,
+        "from_status": task.status,
+        "to_status": task.status,
+        "progress": task.progress,
+    }
 
 
 def dispatch(event_pk: int) -> bool:
