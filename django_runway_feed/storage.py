@@ -79,6 +79,7 @@ DUE_BATCH = 100
 # How long a download the scheduled run queued is left to its job before it is queued again
 # (a job the broker lost, or a cluster far behind).
 QUEUED_HOLD_SECONDS = 10 * 60
+DOWNLOADS_OFF = "Result downloads are off: set RUNWAY_FEED['DOWNLOAD_RESULTS'] = True."
 
 # A download (re)started from its first attempt. No retry time is "due now", whatever clock the
 # caller runs on.
@@ -120,7 +121,7 @@ def stored_file_url(task: RunwayTask, kind: str = "video") -> str:
 def unavailable_reason(task: RunwayTask, *, force: bool = False) -> str:
     """Why :func:`queue_download` would refuse ``task`` now, or ``""`` when it would not."""
     if not downloads_enabled():
-        return "Result downloads are off: set RUNWAY_FEED['DOWNLOAD_RESULTS'] = True."
+        return DOWNLOADS_OFF
     if task.status != Status.SUCCEEDED:
         return f"Task {task} has not succeeded, so it has no result to download."
     if not task.result_url and not _output_urls(task):

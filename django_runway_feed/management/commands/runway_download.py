@@ -37,9 +37,7 @@ class Command(BaseCommand):
         if not task and not missing:
             raise CommandError("Give --task ID or --missing.")
         if not storage.downloads_enabled():
-            raise CommandError(
-                "Result downloads are off: set RUNWAY_FEED['DOWNLOAD_RESULTS'] = True."
-            )
+            raise CommandError(storage.DOWNLOADS_OFF)
         if task:
             row = self._find(task)
             try:
