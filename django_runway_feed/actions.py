@@ -229,18 +229,14 @@ def resume_tracking(
             if not updated:
                 report.skip(task, CHANGED)
                 continue
-            TaskEvent.objects.create(
-                task=task,
-                kind=EventKind.RESUMED,
-                from_status=Status.FAILED,
-                to_status=Status.QUEUED,
-                progress=task.progress,
-                message=(
-                    f"Tracking resumed{_by(actor)}; it had been given up ({task.failure_code})."
-                ),
+            # ``task`` is the row as read (failed): the note goes from there to queued.
+            outbox.record_note(
+                task,
+                EventKind.RESUMED,
+                f"Tracking resumed{_by(actor)}; it had been given up ({task.failure_code}).",
                 payload={"failure_code": task.failure_code, "fail_reason": task.fail_reason},
-                created_at=now,
-                dispatched_at=now,  # a note: no signal to deliver
+                to_status=Status.QUEUED,
+                now=now,
             )
         report.done.append(task)
     return report

@@ -90,17 +90,30 @@ def _create_signalled(*, created_at: dt.datetime, **fields: Any) -> TaskEvent:
 
 
 def record_note(
-    task: RunwayTask, kind: EventKind, message: str, *, payload: Any = None
+    task: RunwayTask,
+    kind: EventKind,
+    message: str,
+    *,
+    payload: Any = None,
+    to_status: str | None = None,
+    now: dt.datetime | None = None,
 ) -> TaskEvent:
-    """Write a history row that carries no signal (tracking started, a manual poll ...)."""
-    now = timezone.now()
+    """Write a history row that carries no signal (tracking started, a manual poll ...).
+
+    ``to_status`` records an operator's move that is not a transition to signal (resuming a
+    given-up task); by default the status is unchanged.
+    """
+    now = now or timezone.now()
+    fields = _unchanged(task)
+    if to_status is not None:
+        fields["to_status"] = to_status
     return TaskEvent.objects.create(
         kind=kind,
         message=message,
         payload=payload,
         created_at=now,
         dispatched_at=now,
-        **_unchanged(task),
+        **fields,
     )
 
 
