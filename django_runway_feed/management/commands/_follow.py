@@ -1,4 +1,5 @@
-"""Shared output of ``runway_submit`` and ``runway_track``: progress lines, JSON, exit status."""
+"""Shared pieces of the task commands: finding a task by id, and the progress lines, JSON and
+exit status of ``runway_submit`` and ``runway_track``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from django_runway_feed import services
 from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.models import RunwayTask
 from django_runway_feed.statuses import Status
+
+
+def find_task(ident: str) -> RunwayTask | None:
+    """The task whose provider id is ``ident``, else (all digits) whose row id is; or None.
+
+    A provider id may be all digits too: it wins over a row id.
+    """
+    task = RunwayTask.objects.filter(task_id=ident).first()
+    if task is None and ident.isdigit():
+        task = RunwayTask.objects.filter(pk=int(ident)).first()
+    return task
 
 
 def add_follow_arguments(parser: CommandParser) -> None:

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_runway_feed import storage
 from django_runway_feed.exceptions import DownloadUnavailable
+from django_runway_feed.management.commands._follow import find_task
 from django_runway_feed.models import RunwayTask
 
 
@@ -63,10 +64,7 @@ class Command(BaseCommand):
             raise CommandError(f"{problems} download(s) could not be done; see above.")
 
     def _find(self, ident: str) -> RunwayTask:
-        # A provider id may be all digits too: it wins over a row id.
-        row = RunwayTask.objects.filter(task_id=ident).first()
-        if row is None and ident.isdigit():
-            row = RunwayTask.objects.filter(pk=int(ident)).first()
+        row = find_task(ident)
         if row is None:
             raise CommandError(f"No task with id or pk {ident!r}.")
         return row

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_runway_feed import services
 from django_runway_feed.exceptions import RunwayFeedError
-from django_runway_feed.models import RunwayTask
+from django_runway_feed.management.commands._follow import find_task
 
 
 class Command(BaseCommand):
@@ -46,10 +46,7 @@ class Command(BaseCommand):
             self.stdout.write("Stopped.")
 
     def _poll_one(self, ident: str) -> None:
-        # A provider id may be all digits too: it wins over a row id.
-        task = RunwayTask.objects.filter(task_id=ident).first()
-        if task is None and ident.isdigit():
-            task = RunwayTask.objects.filter(pk=int(ident)).first()
+        task = find_task(ident)
         if task is None:
             raise CommandError(f"No tracked task {ident!r}.")
         polled = services.poll_task_now(task).claimed
