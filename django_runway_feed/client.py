@@ -17,10 +17,10 @@ from typing import Any
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .conf import conf
+from .deadlines import Deadline, DeadlineAdapter, deadline
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -124,7 +124,7 @@ class CometAPIClient:
         pool_size = pool_size or conf.CONCURRENCY
         self.session = requests.Session()
         # Retries are ours to decide (a retried create could bill twice); never urllib3's.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -149,18 +149,19 @@ class CometAPIClient:
     def close(self) -> None:
         self.session.close()
 
-    def create(self, route: str, payload: dict[str, Any]) -> str:
+    def create(self, route: str, payload: dict[str, Any], *, until: float | None = None) -> str:
         """POST a create route (``generate``, ``video2video``, ``act_one``); return the task id.
 
         Raises :class:`RequestRejectedError` when the API refuses the task, and
         :class:`TransientAPIError` when the outcome is unknown (the caller must not retry blindly:
-        the task may exist and be billed).
+        the task may exist and be billed). ``until`` (a ``time.monotonic()`` value) ends the
+        request earlier than its own bound, :func:`request_seconds`.
         """
         try:
             path = CREATE_ROUTES[route]
         except KeyError:
             raise ValueError(f"Unknown create route {route!r}") from None
-        body = self._post(path, payload)
+        body = self._post(path, payload, until=until)
         if isinstance(body, dict):
             data = body.get("data")
             task_id = data.get("task_id") if isinstance(data, dict) else None
@@ -180,38 +181,61 @@ class CometAPIClient:
             body=_snippet(json.dumps(body).encode()),
         )
 
-    def feed(self, task_id: str) -> Any:
+    def feed(self, task_id: str, *, until: float | None = None) -> Any:
         """POST ``/runway/feed`` for one task and return the decoded JSON body.
 
         A ``task_not_exist`` answer (HTTP 400 or 200) raises :class:`TaskNotVisibleError`.
+        ``until`` (a ``time.monotonic()`` value, such as the end of the task's lease) ends the
+        request earlier than its own bound, :func:`request_seconds`.
         """
-        body = self._post(FEED_PATH, {"task_id": task_id})
+        body = self._post(FEED_PATH, {"task_id": task_id}, until=until)
         if isinstance(body, dict) and body.get("code") == TASK_NOT_EXIST:
             raise TaskNotVisibleError(
                 f"CometAPI does not know task {task_id} (yet)", status_code=200, code=TASK_NOT_EXIST
             )
         return body
 
-    def _post(self, path: str, payload: dict[str, Any]) -> Any:
+    def _post(self, path: str, payload: dict[str, Any], *, until: float | None = None) -> Any:
         url = self.base_url + path
-        started = time.monotonic()
-        try:
-            response = self.session.post(
-                url, json=payload, timeout=self.timeout, allow_redirects=False, stream=True
-            )
-        except requests.Timeout as exc:
-            raise TransientAPIError(f"CometAPI timed out on {path}") from exc
-        except requests.RequestException as exc:
-            raise TransientAPIError(
-                f"CometAPI could not be reached on {path}: {type(exc).__name__}"
-            ) from exc
-        try:
-            raw = self._read_capped(response, path, started)
-        finally:
-            response.close()
+        # requests' read timeout bounds each read, not the whole answer: a server trickling a
+        # byte now and then, in the headers or the body, could hold a worker past its lease.
+        # The whole request gets the sum of the timeouts ("one request" for the checks), or
+        # less when the caller's own deadline (a lease) ends sooner; the watchdog of
+        # ``deadline`` cuts the connection off then, wherever the answer has got to.
+        allowed = request_seconds(self.timeout)
+        too_slow = f"CometAPI's answer on {path} took longer than {allowed:g} s"
+        if until is not None and until - time.monotonic() < allowed:
+            allowed = until - time.monotonic()
+            too_slow = f"CometAPI's answer on {path} did not come before the task's lease ended"
+        if allowed <= 0:
+            raise TransientAPIError(too_slow)
+        with deadline(allowed) as bound:
+            try:
+                response = self.session.post(
+                    url, json=payload, timeout=self.timeout, allow_redirects=False, stream=True
+                )
+            except requests.Timeout as exc:
+                if bound.expired:
+                    raise TransientAPIError(too_slow) from exc
+                raise TransientAPIError(f"CometAPI timed out on {path}") from exc
+            except requests.RequestException as exc:
+                if bound.expired:
+                    raise TransientAPIError(too_slow) from exc
+                raise TransientAPIError(
+                    f"CometAPI could not be reached on {path}: {type(exc).__name__}"
+                ) from exc
+            try:
+                raw = self._read_capped(response, path, bound, too_slow)
+            finally:
+                response.close()
+            if bound.expired:
+                # The cut may have left what looks like a complete (empty or short) answer.
+                raise TransientAPIError(too_slow)
         return self._decode(response, raw, path)
 
-    def _read_capped(self, response: requests.Response, path: str, started: float) -> bytes:
+    def _read_capped(
+        self, response: requests.Response, path: str, bound: Deadline, too_slow: str
+    ) -> bytes:
         cap = self.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
@@ -219,26 +243,15 @@ class CometAPIClient:
                 f"CometAPI's answer on {path} is larger than {cap} bytes",
                 status_code=response.status_code,
             )
-        # requests' read timeout bounds each read, not the whole answer: a server trickling a
-        # byte now and then could hold a worker past its lease. The whole request gets the sum
-        # of the timeouts ("one request" for the checks): each read may wait only what is left.
-        read_timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
-        allowed = request_seconds(self.timeout)
-        deadline = started + allowed
-        too_slow = f"CometAPI's answer on {path} took longer than {allowed:g} s"
-        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
         chunks: list[bytes] = []
         size = 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if bound.passed():
                 raise TransientAPIError(too_slow)
-            if sock is not None:
-                sock.settimeout(min(read_timeout, remaining))
             try:
                 chunk = response.raw.read1(64 * 1024, decode_content=True)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                if time.monotonic() >= deadline:
+                if bound.passed():
                     raise TransientAPIError(too_slow) from exc
                 raise TransientAPIError(
                     f"CometAPI's answer on {path} was cut off: {type(exc).__name__}"

@@ -73,6 +73,9 @@ LAST_ERROR_CHARS = 2000
 # A round in which at least this many answers, and at least half of them, are 429 is a storm:
 # the whole budget is held (no request for any task) for the longest Retry-After seen.
 STORM_MIN_RATE_LIMITED = 3
+# A request ends this long before its task's lease, for the time between reading the clock
+# and writing the lease (and clocks that disagree a little).
+LEASE_MARGIN_SECONDS = 0.5
 
 _unknown_statuses_logged: set[str] = set()
 
@@ -497,22 +500,24 @@ class Poller:
 
     # -- fetching ------------------------------------------------------------------------------
 
-    def _send_deadline(self) -> float:
+    def _send_deadline(self, lease_ends: float) -> float:
         # A request takes at most request_seconds(), so one sent before this ends while the
         # lease still protects its row (E004: the lease is longer than a request; if it is not,
         # half the lease). Nothing is sent once the run's window is over, so a run lasts its
         # window plus one request.
         lease = conf.LEASE_SECONDS
-        deadline = time.monotonic() + lease - min(request_seconds(), lease / 2)
+        deadline = lease_ends - min(request_seconds(), lease / 2)
         if self.stop_sending_at is not None:
             deadline = min(deadline, self.stop_sending_at)
         return deadline
 
-    def _fetch(self, task_id: str, deadline: float) -> FeedSnapshot | Exception:
+    def _fetch(self, task_id: str, deadline: float, lease_ends: float) -> FeedSnapshot | Exception:
         if time.monotonic() > deadline:
             return NotSent()
         try:
-            snapshot = parse_feed(self.client.feed(task_id))
+            # However the server trickles, the request ends before the lease does: another
+            # worker may claim the task then, and two polls of one task must never overlap.
+            snapshot = parse_feed(self.client.feed(task_id, until=lease_ends))
             if snapshot.task_id != task_id:
                 raise InvalidResponseError(
                     f"The feed answered about task {snapshot.task_id!r} instead of {task_id!r}"
@@ -525,13 +530,24 @@ class Poller:
             return exc
 
     def _queue_fetches(
-        self, tasks: list[RunwayTask], *, send: int | None = None
+        self,
+        tasks: list[RunwayTask],
+        *,
+        send: int | None = None,
+        claimed_at: float | None = None,
     ) -> list[Future[FeedSnapshot | Exception]]:
-        """Queue the requests of the first ``send`` tasks (all by default); the rest get NotSent."""
-        deadline = self._send_deadline()
+        """Queue the requests of the first ``send`` tasks (all by default); the rest get NotSent.
+
+        ``claimed_at`` is the ``time.monotonic()`` just before the claim: the leases end
+        ``LEASE_SECONDS`` after it (less a margin for the clock the claim used).
+        """
+        claimed_at = time.monotonic() if claimed_at is None else claimed_at
+        lease_ends = claimed_at + conf.LEASE_SECONDS - LEASE_MARGIN_SECONDS
+        deadline = self._send_deadline(lease_ends)
         send = len(tasks) if send is None else send
         futures = [
-            self._executor.submit(self._fetch, str(task.task_id), deadline) for task in tasks[:send]
+            self._executor.submit(self._fetch, str(task.task_id), deadline, lease_ends)
+            for task in tasks[:send]
         ]
         for _task in tasks[send:]:
             unsent: Future[FeedSnapshot | Exception] = Future()
@@ -762,6 +778,7 @@ class Poller:
                 self.budget_retry_in = available.retry_in
                 return PollSummary(rounds=1, throttled=1)
             limit = available.granted
+        claimed_at = time.monotonic()
         tasks = self.claim(owner, now=now, limit=limit, task_ids=task_ids, due_only=due_only)
         if not tasks:
             return PollSummary(rounds=1)
@@ -772,7 +789,7 @@ class Poller:
             grant = self.budget.reserve(len(tasks), tat=budget_tat)
             send = grant.granted
             self.budget_retry_in = grant.retry_in
-        return _Round(owner, tasks, self._queue_fetches(tasks, send=send))
+        return _Round(owner, tasks, self._queue_fetches(tasks, send=send, claimed_at=claimed_at))
 
     def _finish_round(self, started: _Round | PollSummary) -> PollSummary:
         """Wait for a started round's answers and apply them."""

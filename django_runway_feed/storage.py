@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import socket
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,11 +38,11 @@ from django.core.files.storage import Storage, storages
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from requests.adapters import HTTPAdapter
 
 from . import outbox
 from .client import user_agent
 from .conf import conf
+from .deadlines import Deadline, DeadlineAdapter, deadline
 from .exceptions import (
     DownloadError,
     DownloadExpired,
@@ -597,8 +596,10 @@ class FetchResult:
     content_type: str
 
 
-class _PinnedAdapter(HTTPAdapter):
+class _PinnedAdapter(DeadlineAdapter):
     """Connects to one checked address while the request keeps its hostname.
+
+    Its connections obey the fetch's :func:`~django_runway_feed.deadlines.deadline`.
 
     The Host header and, for https, the TLS SNI and certificate check use the hostname; the
     TCP connection goes to ``address``, so no second DNS lookup can swap the target. The hook
@@ -718,10 +719,10 @@ class SafeDownloader:
     # Fetching ----------------------------------------------------------------------------------
 
     @contextmanager
-    def _open(self, url: str, deadline: float) -> Iterator[requests.Response]:
+    def _open(self, url: str, bound: Deadline) -> Iterator[requests.Response]:
         """GET ``url`` (checked), following redirects by hand; yields the final response."""
         for _hop in range(MAX_REDIRECTS + 1):
-            self._check_deadline(url, deadline)
+            self._check_deadline(url, bound)
             scheme, host, port, address = self.check_url(url)
             session = requests.Session()
             session.trust_env = False  # no proxies, no .netrc credentials from the environment
@@ -749,8 +750,11 @@ class SafeDownloader:
                 )
             except requests.RequestException as exc:
                 session.close()
+                self._check_deadline(url, bound)
                 raise DownloadError(f"Could not fetch {_safe(url)}: {type(exc).__name__}") from None
             try:
+                # A connection cut at the deadline can leave a half answer that parses.
+                self._check_deadline(url, bound)
                 if response.status_code in REDIRECT_STATUSES:
                     location = response.headers.get("Location", "")
                     if not location:
@@ -764,8 +768,8 @@ class SafeDownloader:
                 session.close()
         raise DownloadRefused(f"Refused: more than {MAX_REDIRECTS} redirects.")
 
-    def _check_deadline(self, url: str, deadline: float) -> None:
-        if time.monotonic() > deadline:
+    def _check_deadline(self, url: str, bound: Deadline) -> None:
+        if bound.passed():
             raise DownloadError(
                 f"{_safe(url)} took longer than RUNWAY_FEED['DOWNLOAD_MAX_DURATION'] "
                 f"({self.max_duration:g} s)."
@@ -776,8 +780,15 @@ class SafeDownloader:
 
         On any error ``target`` may hold part of the body; the caller discards it.
         """
-        deadline = time.monotonic() + self.max_duration
-        with self._open(url, deadline) as response:
+        # The watchdog cuts the connection off at the deadline, even inside one trickled read
+        # of the headers or the body; whatever the cut leaves is then reported as too slow.
+        with deadline(self.max_duration) as bound:
+            return self._fetch_within(url, target, content_type_prefix, bound)
+
+    def _fetch_within(
+        self, url: str, target: IO[bytes], content_type_prefix: str, bound: Deadline
+    ) -> FetchResult:
+        with self._open(url, bound) as response:
             status = response.status_code
             where = _safe(response.url or url)
             if status in EXPIRED_STATUSES:
@@ -820,13 +831,17 @@ class SafeDownloader:
                             f"RUNWAY_FEED['MAX_DOWNLOAD_BYTES'] ({self.max_bytes} bytes).",
                             status_code=status,
                         )
-                    self._check_deadline(where, deadline)
+                    self._check_deadline(where, bound)
                     digest.update(chunk)
                     target.write(chunk)
             except requests.RequestException as exc:
+                self._check_deadline(where, bound)
                 raise DownloadError(
                     f"Download of {where} broke off after {size} bytes: {type(exc).__name__}"
                 ) from None
+            # A cut connection ends the body early: without a declared length that looks
+            # like the end of the file.
+            self._check_deadline(where, bound)
             if declared.isdigit() and size != int(declared):
                 raise DownloadError(f"{where} sent {size} of {declared} bytes.")
             target.flush()

@@ -447,4 +447,4 @@ def test_requests_are_sent_only_while_they_can_finish_within_the_lease(
     }
     monkeypatch.setattr(time, "monotonic", lambda: 1_000.0)
 
-    assert poller._send_deadline() == 1_000.0 + sends_for
+    assert poller._send_deadline(1_000.0 + lease) == 1_000.0 + sends_for
