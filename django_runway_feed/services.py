@@ -198,9 +198,7 @@ def track_task(
     from . import validation
 
     metadata = validation.metadata(metadata)
-    task_id = task_id.strip()
-    if not task_id or len(task_id) > 128:
-        raise ValueError("task_id must be a non-empty string of at most 128 characters")
+    task_id = validation.task_id(task_id)
     existing = RunwayTask.objects.filter(task_id=task_id).first()
     if existing is not None:
         return existing

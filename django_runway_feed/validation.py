@@ -24,6 +24,11 @@ MODEL_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.ASCII | re.IGNORECASE)
 # Runway's camera controls; CometAPI does not document ranges, these follow Runway's (-10..10).
 MOTION_VECTOR_KEYS = ("x", "y", "z", "r", "bg_x_pan", "bg_y_pan")
 MOTION_RANGE = (-10.0, 10.0)
+TASK_ID_MAX_CHARS = 128
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+# How deep the host's metadata may nest. Deeper structures are refused before anything walks
+# them recursively (json, the database driver), which would raise RecursionError far down.
+MAX_METADATA_DEPTH = 32
 
 
 class _Errors:
@@ -44,6 +49,29 @@ class _Errors:
             raise ValidationError(self.by_field)
 
 
+def text_problem(value: str) -> str:
+    """Why a database would refuse to store ``value``, or ``""``.
+
+    PostgreSQL refuses NUL in text and JSON; a lone surrogate cannot be encoded to UTF-8 at all
+    (SQLite would take the NUL, and the API would get it).
+    """
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain lone surrogates (text that is not valid Unicode)"
+    return ""
+
+
+def _text(errors: _Errors, name: str, value: str) -> bool:
+    """Record why ``value`` cannot be stored; True when it can."""
+    problem = text_problem(value)
+    if problem:
+        errors.add(name, f"{name} {problem}.")
+    return not problem
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -52,6 +80,8 @@ def _url(errors: _Errors, name: str, value: Any, *, required: bool) -> str | Non
     if value in (None, ""):
         if required:
             errors.add(name, f"{name} is required.")
+        return None
+    if isinstance(value, str) and not _text(errors, name, value):
         return None
     if not clean_url(value):
         errors.add(name, f"{name} must be an absolute http(s) URL.")
@@ -66,6 +96,8 @@ def _prompt(errors: _Errors, value: Any, *, required: bool) -> str:
         return ""
     if not isinstance(value, str):
         errors.add("prompt", "prompt must be a string.")
+        return ""
+    if not _text(errors, "prompt", value):
         return ""
     if len(value) > MAX_PROMPT_CHARS:
         errors.add("prompt", f"prompt must be at most {MAX_PROMPT_CHARS} characters.")
@@ -147,6 +179,8 @@ def generate_body(
             lambda v: isinstance(v, str) and 0 < len(v) <= 64,
             "style must be a short name such as 'cinematic'.",
         )
+        if isinstance(style, str):
+            _text(errors, "style", style)
     _seconds(errors, seconds)
     vector = _motion_vector(errors, motion_vector)
     errors.raise_if_any()
@@ -214,16 +248,47 @@ def act_one_body(*, video: Any, image: Any, extra: dict[str, Any]) -> dict[str, 
     return {"video": video_url, "image": image_url}
 
 
+def _metadata_problem(value: Any, depth: int) -> str:
+    """Why ``value`` (part of the metadata) cannot be stored as JSON, or ``""``."""
+    if depth > MAX_METADATA_DEPTH:
+        return f"metadata nests deeper than {MAX_METADATA_DEPTH} levels."
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"metadata must not hold {value!r}: JSON has no NaN or Infinity."
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"metadata text {problem}." if problem else ""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = (
+                _metadata_problem(key, depth + 1) if isinstance(key, str) else ""
+            ) or _metadata_problem(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list | tuple):
+        for item in value:
+            problem = _metadata_problem(item, depth + 1)
+            if problem:
+                return problem
+    return ""
+
+
 def metadata(value: Any) -> dict[str, Any]:
-    """The host's ``metadata`` as a JSON object (``{}`` for None); raises ValidationError."""
+    """The host's ``metadata`` as a JSON object (``{}`` for None); raises ValidationError.
+
+    Refuses what a database would: NaN and Infinity, NUL characters and lone surrogates in any
+    key or string, and nesting deeper than ``MAX_METADATA_DEPTH``.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ValidationError(
             {"metadata": [f"metadata must be a dict (a JSON object); got {type(value).__name__}."]}
         )
+    problem = _metadata_problem(value, 0)
+    if problem:
+        raise ValidationError({"metadata": [problem]})
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         message = f"metadata must be JSON-serialisable: {exc}"
         raise ValidationError({"metadata": [message]}) from None
@@ -234,8 +299,36 @@ def idempotency_key(value: Any) -> str | None:
     """A clean idempotency key or None; raises ValidationError for a bad one."""
     if value is None:
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= 255:
+    if not isinstance(value, str) or not 0 < len(value) <= IDEMPOTENCY_KEY_MAX_CHARS:
         raise ValidationError(
             {"idempotency_key": ["idempotency_key must be a string of 1 to 255 characters."]}
         )
+    problem = text_problem(value)
+    if problem:
+        raise ValidationError({"idempotency_key": [f"idempotency_key {problem}."]})
     return value
+
+
+def is_task_id(value: Any) -> bool:
+    """Whether ``value`` could be a provider's task id (printable, 1 to 128 characters)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= TASK_ID_MAX_CHARS
+        and value.isprintable()
+        and value == value.strip()
+    )
+
+
+def task_id(value: Any) -> str:
+    """A provider's task id (surrounding blanks removed); raises ValidationError for a bad one.
+
+    Ids are printable: one with a line break, a NUL or a lone surrogate can neither be stored
+    everywhere nor ever match an answer of the feed.
+    """
+    if isinstance(value, str) and is_task_id(value.strip()):
+        return value.strip()
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > TASK_ID_MAX_CHARS:
+        message = f"task_id must be a non-empty string of at most {TASK_ID_MAX_CHARS} characters."
+    else:
+        message = "task_id must be printable (no line breaks, NUL or other control characters)."
+    raise ValidationError({"task_id": [message]})

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_runway_feed import services
+from django_runway_feed import services, validation
 from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.models import RunwayTask
 from django_runway_feed.statuses import Status
@@ -19,7 +19,11 @@ def find_task(ident: str) -> RunwayTask | None:
 
     A provider id may be all digits too: it wins over a row id.
     """
-    task = RunwayTask.objects.filter(task_id=ident).first()
+    # An id that cannot be a task's (a NUL, a line break) finds nothing; PostgreSQL would
+    # refuse even to compare it.
+    task = (
+        RunwayTask.objects.filter(task_id=ident).first() if validation.is_task_id(ident) else None
+    )
     if task is None and ident.isdigit():
         task = RunwayTask.objects.filter(pk=int(ident)).first()
     return task

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_runway_feed import validation
 from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.models import RunwayTask
 
@@ -22,6 +23,19 @@ def _motion(value: str) -> dict[str, float]:
         except ValueError:
             raise CommandError(f"--motion-vector: {part!r} is not KEY=NUMBER") from None
     return vector
+
+
+def _metadata(value: str) -> Any:
+    """``--metadata``: JSON, checked further by the task's validation."""
+    try:
+        return json.loads(value)
+    except RecursionError:
+        # Deeper than json can read: far past the validation's own limit.
+        raise CommandError(
+            f"--metadata nests deeper than {validation.MAX_METADATA_DEPTH} levels."
+        ) from None
+    except ValueError as exc:
+        raise CommandError(f"--metadata is not valid JSON: {exc}") from None
 
 
 class Command(BaseCommand):
@@ -58,7 +72,7 @@ class Command(BaseCommand):
 
         for sub in (generate, video2video, act_one):
             sub.add_argument("--idempotency-key")
-            sub.add_argument("--metadata", type=json.loads, help="JSON object stored on the row.")
+            sub.add_argument("--metadata", type=_metadata, help="JSON object stored on the row.")
             add_follow_arguments(sub)
 
     def handle(self, *, route: str, **options: Any) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_runway_feed.models import RunwayTask
@@ -21,6 +22,6 @@ class Command(BaseCommand):
     ) -> None:
         try:
             task = RunwayTask.objects.track(task_id)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
         report(self, task, wait=wait, timeout=timeout, as_json=json)
