@@ -14,11 +14,13 @@ def poll_due_tasks(window: float | None = None) -> dict[str, Any]:
     return services.poll_due_tasks(window=window).as_dict()
 
 
-def poll_task(task_pk: int) -> dict[str, Any]:
-    """Poll one task if it is due (queued by the callback view)."""
+def poll_task(task_pk: int, lease_token: str = "") -> dict[str, Any]:
+    """Poll one task if it is due (queued by the callback view, with its lease's token)."""
     task = RunwayTask.objects.filter(pk=task_pk).first()
     if task is None:
         return {}
+    if lease_token:
+        return services.poll_for_callback(task, lease_token).as_dict()
     return services.poll_task_now(task, due_only=True).as_dict()
 
 

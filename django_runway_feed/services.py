@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,8 @@ INVALID_CALLBACK_BASE = "https://callback.invalid/runway-feed"
 # wrong after the request left leaves the outcome unknown.
 REFUSED = (RequestRejectedError, AuthenticationError, ForbiddenError, RateLimitedError)
 CALLBACK_SALT = "django_runway_feed.callback"
+# The lease owner of a task a callback has queued a poll for.
+CALLBACK_LEASE_PREFIX = "callback:"
 
 
 def callback_signature(task_pk: int) -> str:
@@ -239,20 +242,47 @@ def request_prompt_poll(task_pk: int, *, now: dt.datetime | None = None) -> bool
 
     The callback's body is not trusted; only the feed decides. Returns False when there is
     nothing to poll (unknown, finished or not yet accepted task).
+
+    However often the URL is hit, and on however many workers, a task gets at most one queued
+    poll per ``POLL_INTERVAL``: queueing one takes the row's lease for that long (a conditional
+    UPDATE), and the job takes the lease over by its token (:func:`poll_for_callback`).
     """
     now = now or timezone.now()
     task = RunwayTask.objects.pollable().filter(pk=task_pk).first()
     if task is None:
         return False
-    earliest = now
-    if task.last_polled_at:
-        earliest = max(now, task.last_polled_at + dt.timedelta(seconds=conf.POLL_INTERVAL))
-    RunwayTask.objects.pollable().filter(pk=task_pk, next_poll_at__gt=earliest).update(
-        next_poll_at=earliest
+    interval = dt.timedelta(seconds=conf.POLL_INTERVAL)
+    if task.last_polled_at is not None and task.last_polled_at + interval > now:
+        # Polled moments ago: the schedule polls it again as soon as that is allowed.
+        earliest = task.last_polled_at + interval
+        RunwayTask.objects.pollable().filter(pk=task_pk, next_poll_at__gt=earliest).update(
+            next_poll_at=earliest
+        )
+        return True
+    token = f"{CALLBACK_LEASE_PREFIX}{secrets.token_hex(8)}"
+    taken = (
+        RunwayTask.objects.pollable()
+        .filter(pk=task_pk)
+        .unleased(now)
+        .update(lease_owner=token, lease_expires_at=now + interval, next_poll_at=now)
     )
-    if earliest <= now:
-        _enqueue("django_runway_feed.jobs.poll_task", task_pk)
+    if taken:
+        _enqueue("django_runway_feed.jobs.poll_task", task_pk, token)
     return True
+
+
+def poll_for_callback(
+    task: RunwayTask, lease_token: str, *, client: CometAPIClient | None = None
+) -> PollSummary:
+    """Poll ``task`` for the callback that queued this job with ``lease_token`` (if due).
+
+    The token's lease is handed back first; should another worker claim the task in that
+    instant, it polls the task instead and this poll claims nothing.
+    """
+    RunwayTask.objects.filter(pk=task.pk, lease_owner=lease_token).update(
+        lease_owner="", lease_expires_at=None
+    )
+    return poll_task_now(task, client=client, due_only=True)
 
 
 def _enqueue(func: str, *args: Any) -> None:

@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
+from django_q.signals import pre_enqueue
 
 from django_runway_feed import services
 from django_runway_feed.models import RunwayTask
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeCometAPI, TaskScript
+from tests.conftest import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,6 +29,22 @@ LEGACY_SUCCESS = {
 @pytest.fixture
 def sync_cluster(settings):
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+
+
+@pytest.fixture
+def queued_polls() -> Iterator[list[tuple[Any, ...]]]:
+    """The arguments of every poll_task job queued meanwhile (django-q2's own signal)."""
+    seen: list[tuple[Any, ...]] = []
+    lock = threading.Lock()
+
+    def record(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
+        if task["func"] == "django_runway_feed.jobs.poll_task":
+            with lock:
+                seen.append(tuple(task["args"]))
+
+    pre_enqueue.connect(record, dispatch_uid="test-queued-polls")
+    yield seen
+    pre_enqueue.disconnect(dispatch_uid="test-queued-polls")
 
 
 def callback_path(task_pk: int, signature: str | None = None) -> str:
@@ -109,3 +132,56 @@ def test_callback_end_to_end_over_http(live_server, settings, sync_cluster, cloc
     assert deliveries[0].url.startswith(f"{live_server.url}/runway-feed/callback/{task.pk}/")
     assert task.status == Status.SUCCEEDED
     assert task.result_url == f"{outputs}/{task.task_id}.mp4"
+
+
+def test_callback_replays_queue_one_poll_per_interval(api, client, queued_polls):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+
+    answers = {
+        client.post(callback_path(task.pk), data="{}", content_type="application/json").status_code
+        for _ in range(200)
+    }
+
+    assert answers == {202}
+    assert [args[0] for args in queued_polls] == [task.pk]
+
+
+def test_callback_unpolled_after_interval_queues_again(api, settings, queued_polls):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5}
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+    start = timezone.now()
+
+    for tenth in range(50):  # within one POLL_INTERVAL
+        services.request_prompt_poll(task.pk, now=start + dt.timedelta(seconds=tenth / 10))
+    # The job never ran (a lost broker message): the next interval may queue another.
+    services.request_prompt_poll(task.pk, now=start + dt.timedelta(seconds=5.1))
+
+    assert [args[0] for args in queued_polls] == [task.pk, task.pk]
+
+
+def test_callback_replays_from_many_workers_queue_one_poll(api, queued_polls):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+
+    def replay() -> None:
+        for _ in range(10):
+            services.request_prompt_poll(task.pk)
+
+    errors = run_in_threads(8, replay)
+
+    assert errors == []
+    assert [args[0] for args in queued_polls] == [task.pk]
+
+
+def test_callback_queued_poll_takes_over_its_lease_and_polls(api, queued_polls, settings):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+    services.request_prompt_poll(task.pk)
+    ((pk, token),) = queued_polls
+
+    from django_runway_feed import jobs
+
+    result = jobs.poll_task(pk, token)
+
+    task.refresh_from_db()
+    assert result["polled"] == 1
+    assert api.call_count(task.task_id) == 1
+    assert task.lease_owner == ""
