@@ -33,6 +33,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import actions as operator_actions
 from . import storage
+from .health import gateway_state
 from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
 from .polling import pause_in_effect
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
@@ -652,6 +653,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
             "last_success_at": state.last_success_at if state else None,
             "paused_until": state.paused_until if state and paused else None,
             "pause_reason": state.pause_reason if state and paused else "",
+            "gateway": gateway_state(state, now=now),
         }
 
     def render_change_form(

@@ -24,13 +24,18 @@ budget starts afresh from now, rather than stalling every worker until the clock
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Case, F, FloatField, PositiveIntegerField, Q, Value, When
 
 from .conf import conf
+from .gateway import WINDOW_SECONDS, GatewayReport
 from .models import PollerState
 
 logger = logging.getLogger(__name__)
@@ -50,6 +55,36 @@ class Grant:
 
     granted: int
     retry_in: float = 0.0
+    # Whether the gateway report handed to reserve() was stored with the grant.
+    reported: bool = False
+
+
+def report_values(report: GatewayReport, now: float) -> dict[str, Any]:
+    """The column updates that add ``report`` to the shared gateway window, in one statement.
+
+    A window over (older than ``WINDOW_SECONDS``) starts afresh with the report; a report older
+    than the window's start (its answers came before a hold) is dropped.
+    """
+    over = Q(gateway_window_start__lte=now - WINDOW_SECONDS)
+    stale = Q(gateway_window_start__gt=report.at)
+
+    def column(name: str, value: int) -> Case:
+        return Case(
+            When(over, then=Value(value)),
+            When(stale, then=F(name)),
+            default=F(name) + value,
+            output_field=PositiveIntegerField(),
+        )
+
+    return {
+        "gateway_window_start": Case(
+            When(over, then=Value(now)),
+            default=F("gateway_window_start"),
+            output_field=FloatField(),
+        ),
+        "gateway_answers": column("gateway_answers", report.answers),
+        "gateway_errors": column("gateway_errors", report.errors),
+    }
 
 
 class RequestBudget:
@@ -125,29 +160,50 @@ class RequestBudget:
         )
         return Grant(granted, retry_in)
 
-    def reserve(self, wanted: int, *, tat: float | None = None) -> Grant:
+    def reserve(
+        self, wanted: int, *, tat: float | None = None, report: GatewayReport | None = None
+    ) -> Grant:
         """Take up to ``wanted`` requests from the budget; the caller sends only that many.
 
         ``tat``, a value of ``budget_tat`` just read, is tried first; a stale one only costs a
-        failed compare-and-set.
+        failed compare-and-set. ``report`` (the caller's answers since it last reported) rides
+        along with the compare-and-set that takes the requests; ``Grant.reported`` says
+        whether it was stored.
         """
         if wanted <= 0:
             return Grant(0)
         for attempt in range(CAS_ATTEMPTS):
             tat = self._read() if tat is None or attempt else tat
-            granted, new_tat, retry_in = self._evaluate(tat, self.now(), wanted)
+            now = self.now()
+            granted, new_tat, retry_in = self._evaluate(tat, now, wanted)
             if not granted:
                 return Grant(0, retry_in)
             if new_tat == tat:  # unlimited and not held: nothing to write
-                return Grant(granted)
-            if PollerState.objects.filter(pk=1, budget_tat=tat).update(budget_tat=new_tat):
-                return Grant(granted)
+                return Grant(granted, reported=self.report(report))
+            extra = report_values(report, now) if report else {}
+            if PollerState.objects.filter(pk=1, budget_tat=tat).update(budget_tat=new_tat, **extra):
+                return Grant(granted, reported=bool(report))
         return Grant(0, CONTENDED_RETRY)
 
-    def hold(self, seconds: float) -> None:
+    def report(self, report: GatewayReport | None) -> bool:
+        """Add ``report`` to the shared gateway window on its own (one UPDATE, when non-empty).
+
+        For when no compare-and-set carries it: an unlimited budget, the end of a run.
+        """
+        if not report:
+            return False
+        values = report_values(report, self.now())
+        if not PollerState.objects.filter(pk=1).update(**values):
+            PollerState.objects.get_or_create(pk=1)
+            PollerState.objects.filter(pk=1).update(**values)
+        return True
+
+    def hold(self, seconds: float, *, gateway: bool = False) -> None:
         """Grant nothing to anybody for ``seconds`` from now: the API said to slow down.
 
         ``seconds`` is clamped to ``MAX_HOLD_SECONDS``; a longer hold already in effect stands.
+        ``gateway``: the hold is for gateway trouble (most answers failed); it is recorded for
+        the status displays, and the gateway window starts afresh when it ends.
         """
         seconds = min(max(seconds, 0.0), MAX_HOLD_SECONDS)
         for _attempt in range(CAS_ATTEMPTS):
@@ -156,8 +212,22 @@ class RequestBudget:
             tat = self._read()
             if self._in_effect(tat, now) >= until:
                 return
-            if PollerState.objects.filter(pk=1, budget_tat=tat).update(budget_tat=until):
-                logger.warning(
-                    "CometAPI is rate limiting most requests: no poll for %.0f s", seconds
-                )
+            extra: dict[str, Any] = {}
+            if gateway:
+                extra = {
+                    "gateway_window_start": now + seconds,
+                    "gateway_answers": 0,
+                    "gateway_errors": 0,
+                    "gateway_held_until": dt.datetime.fromtimestamp(now + seconds, tz=dt.UTC),
+                }
+            if PollerState.objects.filter(pk=1, budget_tat=tat).update(budget_tat=until, **extra):
+                if gateway:
+                    logger.warning(
+                        "Most CometAPI answers of the last minute failed: no poll for %.0f s",
+                        seconds,
+                    )
+                else:
+                    logger.warning(
+                        "CometAPI is rate limiting most requests: no poll for %.0f s", seconds
+                    )
                 return

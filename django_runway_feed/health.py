@@ -22,6 +22,8 @@ from django.utils import timezone
 
 from . import outbox, signals
 from .conf import conf
+from .gateway import GatewayHealth
+from .gateway import describe as describe_gateway
 from .models import EventKind, PollerState, RunwayTask, TaskEvent
 from .statuses import UNFINISHED_STATUSES, Status
 
@@ -331,6 +333,14 @@ def _describe(message: CheckMessage) -> dict[str, Any]:
     }
 
 
+def gateway_state(state: PollerState | None, *, now: dt.datetime) -> dict[str, Any]:
+    """Failed answers of the last minute across every worker, and any hold they caused."""
+    if state is None:
+        return describe_gateway(GatewayHealth(), None, now=now)
+    health = GatewayHealth(state.gateway_answers, state.gateway_errors, state.gateway_window_start)
+    return describe_gateway(health, state.gateway_held_until, now=now)
+
+
 def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     """What ``runway_status --json`` prints; the shape is documented in docs/operations.md."""
     now = now or timezone.now()
@@ -355,6 +365,7 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
 
     paused = state is not None and pause_in_effect(state, now)
     paused_until = state.paused_until if paused and state else None
+    gateway = gateway_state(state, now=now)
     problems = evaluate(now=now)
     return {
         "version": REPORT_VERSION,
@@ -378,5 +389,6 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
             "paused_until": _iso(paused_until),
             "pause_reason": state.pause_reason if paused and state else "",
         },
+        "gateway": {**gateway, "held_until": _iso(gateway["held_until"])},
         "problems": [_describe(message) for message in problems],
     }

@@ -420,6 +420,13 @@ class PollerState(models.Model):
     # The shared request budget (MAX_REQUESTS_PER_SECOND): the earliest time, in epoch
     # seconds, at which the next request may start (a GCRA "theoretical arrival time").
     budget_tat = models.FloatField(default=0.0)
+    # Gateway health (django_runway_feed.gateway): the answers and failed answers (5xx,
+    # timeouts, unreadable bodies) every worker saw in the minute starting at
+    # ``gateway_window_start`` (epoch seconds), and the end of the last hold they caused.
+    gateway_window_start = models.FloatField(default=0.0)
+    gateway_answers = models.PositiveIntegerField(default=0)
+    gateway_errors = models.PositiveIntegerField(default=0)
+    gateway_held_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("poller state")

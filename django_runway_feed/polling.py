@@ -46,6 +46,7 @@ from .exceptions import (
     TaskNotVisibleError,
 )
 from .feed import FeedSnapshot, parse_feed
+from .gateway import GatewayHealth, GatewayReport, hold_seconds, is_gateway_error
 from .models import PollerState, RunwayTask
 from .statuses import TERMINAL_STATUSES, FailureCode, Status, is_forward
 
@@ -59,8 +60,12 @@ T = TypeVar("T")
 SUCCESS_WITHOUT_OUTPUT_GRACE = 30.0
 # 401/403 pause every worker this long (the site may fix the key or top up meanwhile).
 AUTH_PAUSE_SECONDS = 300.0
-# Upper bound for error backoff and for a server's Retry-After.
+# Upper bound for a server's Retry-After (and for error backoff, see below).
 MAX_BACKOFF_SECONDS = 600.0
+# A task's own error backoff stays within this many MAX_POLL_INTERVALs: an error from the
+# gateway says little about one task, and sustained trouble is handled for every task at once
+# (django_runway_feed.gateway), so no task is parked for minutes after a run of bad luck.
+ERROR_BACKOFF_MAX_INTERVALS = 2.0
 GROWTH = 1.5
 JITTER = 0.1
 # Runway renders a clip in seconds to a few minutes. While a task runs with no progress rate to
@@ -162,9 +167,13 @@ def next_poll_delay(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetim
 
 
 def error_backoff(error_count: int) -> float:
-    """Exponential backoff after ``error_count`` consecutive errors (jittered, capped)."""
+    """Exponential backoff after ``error_count`` consecutive errors (jittered, capped).
+
+    Capped at ``ERROR_BACKOFF_MAX_INTERVALS`` x ``MAX_POLL_INTERVAL`` (and ``MAX_BACKOFF_SECONDS``).
+    """
+    ceiling = min(ERROR_BACKOFF_MAX_INTERVALS * conf.MAX_POLL_INTERVAL, MAX_BACKOFF_SECONDS)
     delay = conf.POLL_INTERVAL * (2 ** min(error_count, 16))
-    return _jittered(min(delay, MAX_BACKOFF_SECONDS), floor=conf.POLL_INTERVAL)
+    return _jittered(min(delay, ceiling), floor=conf.POLL_INTERVAL)
 
 
 def _age(task: RunwayTask, now: dt.datetime) -> float:
@@ -427,6 +436,8 @@ class Poller:
         self.budget = budget or RequestBudget.from_settings()
         # Seconds until the budget could grant again, after a round it held back.
         self.budget_retry_in = 0.0
+        # Answers (and the gateway's failures among them) not yet added to the shared window.
+        self.gateway_report = GatewayReport()
         self.database_errors = 0
         self._own_client = client is None
         self.client = client or CometAPIClient(pool_size=self.concurrency)
@@ -577,6 +588,9 @@ class Poller:
         left_leased = False
         answered = sum(1 for result in results if not isinstance(result, NotSent))
         limited = [result for result in results if isinstance(result, RateLimitedError)]
+        if answered:
+            failed = sum(1 for result in results if is_gateway_error(result))
+            self.gateway_report = self.gateway_report.add(answered, failed, self.budget.now())
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, NotSent):
                 left_leased = True  # released below, untouched: the next round polls it
@@ -699,26 +713,37 @@ class Poller:
         """When the 401/403 pause ends, or None; lifts a pause recorded for other settings."""
         return self._read_state(now)[0]
 
-    def _read_state(self, now: dt.datetime) -> tuple[dt.datetime | None, float | None]:
-        """(end of the pause in effect, ``budget_tat``), in one query of the shared row."""
+    def _read_state(
+        self, now: dt.datetime
+    ) -> tuple[dt.datetime | None, float | None, GatewayHealth]:
+        """(end of the pause in effect, ``budget_tat``, the gateway window), in one query of
+        the shared row."""
         row = (
             PollerState.objects.filter(pk=1)
-            .values_list("paused_until", "pause_fingerprint", "budget_tat")
+            .values_list(
+                "paused_until",
+                "pause_fingerprint",
+                "budget_tat",
+                "gateway_answers",
+                "gateway_errors",
+                "gateway_window_start",
+            )
             .first()
         )
         if row is None:
-            return None, None
-        until, fingerprint, tat = row
+            return None, None, GatewayHealth()
+        until, fingerprint, tat, answers, errors, window_start = row
+        gateway = GatewayHealth(answers, errors, window_start)
         if until is None or until <= now:
-            return None, tat
+            return None, tat, gateway
         if fingerprint and fingerprint != settings_fingerprint():
             lifted = PollerState.objects.filter(pk=1, pause_fingerprint=fingerprint).update(
                 paused_until=None, pause_reason="", pause_fingerprint=""
             )
             if lifted:
                 logger.warning("RUNWAY_FEED's API_KEY or BASE_URL changed: polling pause lifted")
-            return None, tat
-        return until, tat
+            return None, tat, gateway
+        return until, tat, gateway
 
     def run_round(
         self,
@@ -786,9 +811,11 @@ class Poller:
         if scheduled:
             # Another worker may have spent the budget since the look above: send what is
             # granted; the rest are released untouched and stay due.
-            grant = self.budget.reserve(len(tasks), tat=budget_tat)
+            grant = self.budget.reserve(len(tasks), tat=budget_tat, report=self.gateway_report)
             send = grant.granted
             self.budget_retry_in = grant.retry_in
+            if grant.reported:
+                self.gateway_report = GatewayReport()
         return _Round(owner, tasks, self._queue_fetches(tasks, send=send, claimed_at=claimed_at))
 
     def _finish_round(self, started: _Round | PollSummary) -> PollSummary:
@@ -810,9 +837,16 @@ class Poller:
     ) -> _Round | PollSummary:
         """Read the shared state once, then start a round unless a pause holds."""
         now = self.clock()
-        paused, tat = self._read_state(now)
+        paused, tat, gateway = self._read_state(now)
         if paused and not ignore_pause:
             return PollSummary(rounds=1, paused=True)
+        if task_ids is None and gateway.current(self.budget.now()).in_trouble:
+            # Most answers of the last minute failed, on every worker: hold them all, once
+            # (the hold restarts the window, so the rounds after it are the probe).
+            seconds = hold_seconds()
+            self.budget.hold(seconds, gateway=True)
+            self.budget_retry_in = seconds
+            return PollSummary(rounds=1, throttled=1)
         return self._start_round(
             now=now, limit=limit, task_ids=task_ids, due_only=due_only, budget_tat=tat
         )
@@ -885,6 +919,8 @@ class Poller:
             sleep(min(wait, remaining))
         self.stop_sending_at = None
         self._guarded(lambda: record_heartbeat(total, now=self.clock()), None)
+        if self._guarded(lambda: self.budget.report(self.gateway_report), False):
+            self.gateway_report = GatewayReport()
         return total
 
 

@@ -73,6 +73,7 @@ class Command(BaseCommand):
             )
         else:
             self.stdout.write("Polling: active")
+        self._write_gateway(report["gateway"])
         problems = report["problems"]
         if not problems:
             self.stdout.write("Health: OK")
@@ -83,3 +84,14 @@ class Command(BaseCommand):
             self.stdout.write(style(f"{problem['id']}: {problem['message']}"))
             if problem["hint"]:
                 self.stdout.write(f"    HINT: {problem['hint']}")
+
+    def _write_gateway(self, gateway: dict[str, Any]) -> None:
+        line = (
+            f"Gateway: {gateway['errors']} of {gateway['answers']} answers failed in the last "
+            f"{gateway['window_seconds']:.0f} s ({gateway['error_share']:.0%})"
+        )
+        if gateway["held_until"]:
+            line += f"; trouble: every worker holds until {gateway['held_until']}"
+        elif gateway["trouble"]:
+            line += "; trouble: every worker holds at its next round"
+        self.stdout.write(self.style.WARNING(line) if gateway["trouble"] else line)
