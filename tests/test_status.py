@@ -47,6 +47,7 @@ def test_status_json_has_the_documented_shape(healthy):
 
     assert sorted(report) == [
         "counts",
+        "gateway",
         "generated_at",
         "healthy",
         "last_hour",
