@@ -169,10 +169,12 @@ def next_poll_delay(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetim
 def error_backoff(error_count: int) -> float:
     """Exponential backoff after ``error_count`` consecutive errors (jittered, capped).
 
-    Capped at ``ERROR_BACKOFF_MAX_INTERVALS`` x ``MAX_POLL_INTERVAL`` (and ``MAX_BACKOFF_SECONDS``).
+    ``POLL_INTERVAL`` after the first error (one failed answer says little about the task),
+    doubling after each further one, capped at ``ERROR_BACKOFF_MAX_INTERVALS`` x
+    ``MAX_POLL_INTERVAL`` (and ``MAX_BACKOFF_SECONDS``).
     """
     ceiling = min(ERROR_BACKOFF_MAX_INTERVALS * conf.MAX_POLL_INTERVAL, MAX_BACKOFF_SECONDS)
-    delay = conf.POLL_INTERVAL * (2 ** min(error_count, 16))
+    delay = conf.POLL_INTERVAL * (2 ** min(max(error_count - 1, 0), 16))
     return _jittered(min(delay, ceiling), floor=conf.POLL_INTERVAL)
 
 
