@@ -1,0 +1,160 @@
+"""What a 32 % fault storm costs: finish-to-seen delay (p95, max) and calls per task.
+
+The workload of ``bench_economy`` (tasks created over the first minute, queued 1-10 s, a quarter
+throttled 30-120 s more, then running 20-300 s, coarse progress), with ``POLL_INTERVAL`` 5 s
+and ``MAX_POLL_INTERVAL`` 15 s (the site of issue 13). The fake server and the poller share one
+:class:`FakeClock`, advanced in 1 s steps; the shared request budget runs on it too, so holds
+last simulated seconds.
+
+Three runs on the same scripts, in this order:
+
+- **baseline**: no fault;
+- **storm**: 32 % of feed requests fail, drawn from the fake server's transient faults (429 with
+  ``Retry-After: 1``, 500, 502, 503, an HTML page, truncated JSON);
+- **storm, old backoff**: the same storm with the per-task backoff of before issue 13
+  (doubling up to 600 s, whatever ``MAX_POLL_INTERVAL``), for comparison.
+
+Ratios are against the baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.bench_economy import START, STEP, p95, scripts
+from benchmarks.common import (
+    API_KEY,
+    bench_database,
+    configure_feed,
+    database_label,
+    goal,
+    parse_args,
+    print_table,
+)
+
+STORM_RATE = 0.32
+SEED = 13
+
+
+def old_error_backoff(error_count: int) -> float:
+    """The per-task backoff before issue 13, for comparison."""
+    from django_runway_feed import polling
+    from django_runway_feed.conf import conf
+
+    delay = conf.POLL_INTERVAL * (2 ** min(error_count, 16))
+    return polling._jittered(min(delay, 600.0), floor=conf.POLL_INTERVAL)
+
+
+def simulate(plans: list[tuple[float, Any]], *, fault_rate: float) -> dict[str, Any]:
+    """Run the poller on ``plans`` until every task finished; delays, calls and holds."""
+    from django_runway_feed.budget import RequestBudget
+    from django_runway_feed.models import RunwayTask
+    from django_runway_feed.polling import Poller
+    from django_runway_feed.testing import FakeClock, FakeCometAPI
+    from django_runway_feed.testing.tasks import FakeTask
+
+    RunwayTask.objects.all().delete()
+    clock = FakeClock(start=START)
+
+    def now() -> dt.datetime:
+        return dt.datetime.fromtimestamp(clock.now(), tz=dt.UTC)
+
+    finished: dict[str, float] = {}
+    throttled = 0
+    with FakeCometAPI(api_key=API_KEY, clock=clock, fault_rate=fault_rate, seed=SEED) as api:
+        configure_feed(BASE_URL=api.url)
+        rows = []
+        for index, (created, script) in enumerate(plans):
+            task_id = api.add_task(script, task_id=f"storm-{index:05d}", created_at=created)
+            finished[task_id] = FakeTask(task_id, script, created, "").finished_at
+            at = dt.datetime.fromtimestamp(created, tz=dt.UTC)
+            rows.append(
+                RunwayTask(
+                    task_id=task_id,
+                    route="tracked",
+                    status="queued",
+                    submitted_at=at,
+                    created_at=at,
+                    next_poll_at=at,
+                )
+            )
+        RunwayTask.objects.bulk_create(rows, batch_size=500)
+        steps = 0
+        budget = RequestBudget(None, now=clock.now)
+        with Poller(clock=now, budget=budget) as poller:
+            while steps < 5000:
+                while True:
+                    summary = poller.run_round()
+                    throttled += summary.throttled
+                    if not summary.claimed:
+                        break
+                if steps % 20 == 0 and not RunwayTask.objects.unfinished().exists():
+                    break
+                clock.advance(STEP)
+                steps += 1
+        calls = [api.call_count(task_id) for task_id in finished]
+    delays = [
+        seen.timestamp() - finished[task_id]
+        for task_id, seen in RunwayTask.objects.values_list("task_id", "last_polled_at")
+        if seen is not None
+    ]
+    return {"calls": calls, "delays": delays, "throttled": throttled, "seconds": steps * STEP}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(__doc__ or "", argv)
+    count = 60 if args.quick else 1000
+    with bench_database():
+        from django_runway_feed import polling
+
+        configure_feed(CONCURRENCY=16, POLL_INTERVAL=5, MAX_POLL_INTERVAL=15)
+        plans = scripts(count, "coarse")
+        runs = {
+            "baseline (0 %)": simulate(plans, fault_rate=0.0),
+            "storm (32 %)": simulate(plans, fault_rate=STORM_RATE),
+        }
+        if not args.quick:  # the longest run by far; CI only checks the script still works
+            # Before issue 13: twice POLL_INTERVAL after the first error, doubling up to 600 s.
+            current = polling.error_backoff
+            polling.error_backoff = old_error_backoff
+            try:
+                runs["storm (32 %), old backoff"] = simulate(plans, fault_rate=STORM_RATE)
+            finally:
+                polling.error_backoff = current
+        label = database_label()
+    base = runs["baseline (0 %)"]
+    rows: list[tuple[object, ...]] = []
+    for name, run in runs.items():
+        rows.append(
+            (
+                name,
+                statistics.mean(run["calls"]),
+                p95(run["delays"]),
+                max(run["delays"]),
+                run["throttled"],
+                run["seconds"],
+            )
+        )
+    print_table(
+        f"Fault storm on {label}, {count} tasks, POLL_INTERVAL 5 s, MAX_POLL_INTERVAL 15 s",
+        ("run", "calls/task", "p95 delay s", "max delay s", "held rounds", "simulated s"),
+        rows,
+    )
+    storm = runs["storm (32 %)"]
+    base_calls = statistics.mean(base["calls"])
+    print(
+        f"  storm vs baseline: calls/task x{statistics.mean(storm['calls']) / base_calls:.2f}, "
+        f"p95 delay x{p95(storm['delays']) / p95(base['delays']):.2f}, "
+        f"max delay x{max(storm['delays']) / max(base['delays']):.2f}"
+    )
+    goal("storm_p95_delay", p95(storm["delays"]), 30, at_most=True, unit="s")
+    goal("storm_max_delay", max(storm["delays"]), 2 * 2 * 15 * 1.1 + 1, at_most=True, unit="s")
+    goal("storm_calls_vs_baseline", statistics.mean(storm["calls"]) / base_calls, 1.6, at_most=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
