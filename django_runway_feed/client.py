@@ -227,6 +227,9 @@ class CometAPIClient:
             try:
                 raw = self._read_capped(response, path, bound, too_slow)
             finally:
+                # Before the connection goes back to the pool, where another request may
+                # take it: this deadline must not cut that one.
+                bound.close()
                 response.close()
             if bound.expired:
                 # The cut may have left what looks like a complete (empty or short) answer.

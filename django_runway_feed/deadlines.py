@@ -47,6 +47,7 @@ class Deadline:
         self.seconds = seconds
         self.expires = time.monotonic() + max(0.0, seconds)
         self.expired = False
+        self.closed = False
         self._lock = threading.Lock()
         self._connections: list[HTTPConnection] = []
         self._sockets: list[socket.socket] = []
@@ -77,16 +78,26 @@ class Deadline:
     def expire(self) -> None:
         """Cut every watched connection (the watchdog calls this at the deadline)."""
         with self._lock:
+            if self.closed:
+                return
             self.expired = True
         self._cut_all()
 
-    def _cut_all(self) -> None:
+    def close(self) -> None:
+        """No cut from now on: the exchange is over and its connection may serve another."""
         with self._lock:
+            self.closed = True
+
+    def _cut_all(self) -> None:
+        # Under the lock, so that once close() returns no cut can still be on its way.
+        with self._lock:
+            if self.closed:
+                return
             sockets = [getattr(connection, "sock", None) for connection in self._connections]
             sockets.extend(self._sockets)
-        for sock in sockets:
-            if sock is not None:
-                _cut(sock)
+            for sock in sockets:
+                if sock is not None:
+                    _cut(sock)
 
 
 def _cut(sock: socket.socket) -> None:
@@ -169,6 +180,7 @@ def deadline(seconds: float) -> Iterator[Deadline]:
     try:
         yield bound
     finally:
+        bound.close()
         dog.cancel(handle)
         _current.reset(token)
 
