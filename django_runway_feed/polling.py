@@ -175,7 +175,9 @@ def error_backoff(error_count: int) -> float:
     """
     ceiling = min(ERROR_BACKOFF_MAX_INTERVALS * conf.MAX_POLL_INTERVAL, MAX_BACKOFF_SECONDS)
     delay = conf.POLL_INTERVAL * (2 ** min(max(error_count - 1, 0), 16))
-    return _jittered(min(delay, ceiling), floor=conf.POLL_INTERVAL)
+    # Jitter upward only (0 to 20 %): the first retry comes at POLL_INTERVAL, which must not be
+    # undercut, and tasks that failed together must still not retry together.
+    return min(delay, ceiling) * random.uniform(1.0, 1.0 + 2 * JITTER)
 
 
 def _age(task: RunwayTask, now: dt.datetime) -> float:
