@@ -66,6 +66,10 @@ MAX_BACKOFF_SECONDS = 600.0
 # gateway says little about one task, and sustained trouble is handled for every task at once
 # (django_runway_feed.gateway), so no task is parked for minutes after a run of bad luck.
 ERROR_BACKOFF_MAX_INTERVALS = 2.0
+# Errors in a row retried after POLL_INTERVAL before the backoff starts doubling. Under random
+# gateway faults most streaks are this short, and each retry is what ends the wait of a task
+# that has finished (measured in benchmarks/bench_storm.py).
+ERROR_RETRIES_AT_INTERVAL = 2
 GROWTH = 1.5
 JITTER = 0.1
 # Runway renders a clip in seconds to a few minutes. While a task runs with no progress rate to
@@ -169,12 +173,13 @@ def next_poll_delay(task: RunwayTask, snapshot: FeedSnapshot, *, now: dt.datetim
 def error_backoff(error_count: int) -> float:
     """Exponential backoff after ``error_count`` consecutive errors (jittered, capped).
 
-    ``POLL_INTERVAL`` after the first error (one failed answer says little about the task),
-    doubling after each further one, capped at ``ERROR_BACKOFF_MAX_INTERVALS`` x
-    ``MAX_POLL_INTERVAL`` (and ``MAX_BACKOFF_SECONDS``).
+    ``POLL_INTERVAL`` after each of the first ``ERROR_RETRIES_AT_INTERVAL`` errors in a row (a
+    failed answer says little about the task), then doubling, capped at
+    ``ERROR_BACKOFF_MAX_INTERVALS`` x ``MAX_POLL_INTERVAL`` (and ``MAX_BACKOFF_SECONDS``).
     """
     ceiling = min(ERROR_BACKOFF_MAX_INTERVALS * conf.MAX_POLL_INTERVAL, MAX_BACKOFF_SECONDS)
-    delay = conf.POLL_INTERVAL * (2 ** min(max(error_count - 1, 0), 16))
+    doublings = max(error_count - ERROR_RETRIES_AT_INTERVAL, 0)
+    delay = conf.POLL_INTERVAL * 2.0 ** min(doublings, 16)
     # Jitter upward only (0 to 20 %): the first retry comes at POLL_INTERVAL, which must not be
     # undercut, and tasks that failed together must still not retry together.
     return min(delay, ceiling) * random.uniform(1.0, 1.0 + 2 * JITTER)

@@ -55,7 +55,7 @@ def test_error_backoff_streak_stays_within_two_max_poll_intervals(api, clock, no
     calls = api.feed_calls(task.task_id)
     assert [call.status_code for call in calls[:7]] == [500] * 6 + [200]
     gaps = [b.at - a.at for a, b in itertools.pairwise(calls[:7])]
-    # POLL_INTERVAL after the first error, then doubling to at most 2 x MAX_POLL_INTERVAL
+    # POLL_INTERVAL after the first two errors, then doubling to at most 2 x MAX_POLL_INTERVAL
     # (30 s), 0-20 % jitter and one second of round granularity; the old backoff waited 10, 20,
     # 40, 80, 160 s.
     assert 5 <= gaps[0] <= 7
