@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from django_runway_feed import actions, cleaning
+from django_runway_feed import actions, cleaning, services
 from django_runway_feed.models import EventKind, RunwayTask, TaskEvent
 from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import FailureCode, Status
@@ -484,3 +485,26 @@ def test_poll_arbitrary_answers_never_raise_and_store_only_clean_data(
     for task in (tasks[0], tasks[2]):
         assert task.error_count == 0
         assert task.last_response["data"]["task_id"] == task.task_id
+
+
+# -- callback bodies ----------------------------------------------------------------------------
+
+
+def test_callback_poisoned_body_is_never_decoded_or_stored(client, api, now_of, settings):
+    # The view reads a callback's body only to drop it (a callback is a hint, the feed decides):
+    # a poisoned body can reach neither the row nor its events.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+    task = track(api, now_of)
+    body = '{"task_id": "x\\u0000", "status": NaN, "video_url": 1e400, "msg": "\\ud800"}'
+
+    response = client.post(
+        reverse(
+            "django_runway_feed:callback",
+            kwargs={"pk": task.pk, "signature": services.callback_signature(task.pk)},
+        ),
+        data=body.encode(),
+        content_type="application/json",
+    )
+
+    assert response.status_code == 202
+    assert stored(task) == []
