@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import outbox, services, storage
@@ -157,8 +157,13 @@ def _call_api_for_each(
                     report.skip(task, str(exc))
                 return report
         for task in todo:
+            # Inside a caller's transaction (ATOMIC_REQUESTS) a savepoint per task keeps one
+            # refused write from aborting it for the others; outside, no transaction is opened
+            # around the HTTP call.
+            guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
             try:
-                call(task, client)
+                with guard:
+                    call(task, client)
             except DATABASE_TROUBLE:
                 raise
             except DatabaseError as exc:

@@ -673,7 +673,11 @@ class Poller:
         for the same reason. Past ``TASK_TIMEOUT`` the task is given up, without the payload.
         """
         logger.warning(
-            "Task %s: the database refused its poll result (%s)", task.task_id, type(error).__name__
+            "Task %s: the database refused its poll result (%s)",
+            task.task_id,
+            type(error).__name__,
+            # Not a database error: a value Python itself refused; keep where it came from.
+            exc_info=not isinstance(error, DatabaseError),
         )
         detail = clean_text(str(error)).strip().splitlines()
         failure = UnstorableAnswerError(
@@ -682,7 +686,10 @@ class Poller:
             + "); the task is polled again later"
         )
         # The in-memory row holds the refused values: decide from what is stored.
-        task.refresh_from_db()
+        try:
+            task.refresh_from_db()
+        except RunwayTask.DoesNotExist:
+            return  # deleted meanwhile (an operator): nothing left to record
         plan = plan_error(task, failure, now=now)
         plan.fields["updated_at"] = now
         if plan.new_status is not None:
@@ -694,14 +701,19 @@ class Poller:
             except ROW_WRITE_ERRORS:
                 logger.exception("Task %s: even its give-up could not be written", task.task_id)
             return
-        with transaction.atomic():
-            RunwayTask.objects.filter(pk=task.pk, lease_owner=owner).update(
-                **plan.fields,
-                poll_count=F("poll_count") + 1,
-                error_count=F("error_count") + 1,
-                lease_owner="",
-                lease_expires_at=None,
-            )
+        try:
+            with transaction.atomic():
+                RunwayTask.objects.filter(pk=task.pk, lease_owner=owner).update(
+                    **plan.fields,
+                    poll_count=F("poll_count") + 1,
+                    error_count=F("error_count") + 1,
+                    lease_owner="",
+                    lease_expires_at=None,
+                )
+        except DATABASE_TROUBLE:
+            raise
+        except ROW_WRITE_ERRORS:
+            logger.exception("Task %s: even its error could not be recorded", task.task_id)
 
     def _transition(self, owner: str, task: RunwayTask, plan: Plan, *, payload: Any = None) -> bool:
         """Apply one status change and write its event, atomically; False if it lost a race."""

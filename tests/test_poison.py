@@ -7,6 +7,7 @@ that refuses one marked row, on SQLite and PostgreSQL alike: the database says n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -86,10 +87,10 @@ def stored(task: RunwayTask) -> list[str]:
     return unclean(row) + unclean(events)
 
 
-@pytest.fixture
-def refusing_database() -> Iterator[None]:
-    """The database refuses any UPDATE that would store the provider status ``REFUSE-ME``."""
-    condition = f"NEW.provider_status = '{REFUSED}' OR NEW.provider_inner_status = '{REFUSED}'"
+@contextlib.contextmanager
+def refusing(table: str, event: str, condition: str) -> Iterator[None]:
+    """While open, the database refuses every ``event`` (UPDATE, INSERT) on ``table`` whose new
+    row meets ``condition``: a trigger, on SQLite and PostgreSQL alike."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
@@ -98,21 +99,31 @@ def refusing_database() -> Iterator[None]:
                 "USING ERRCODE = 'data_exception'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
             )
             cursor.execute(
-                f"CREATE TRIGGER refuse_poison BEFORE UPDATE ON {TABLE} "
+                f"CREATE TRIGGER refuse_poison BEFORE {event} ON {table} "
                 "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
             )
         else:
             cursor.execute(
-                f"CREATE TRIGGER refuse_poison BEFORE UPDATE ON {TABLE} WHEN {condition} "
+                f"CREATE TRIGGER refuse_poison BEFORE {event} ON {table} WHEN {condition} "
                 "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
             )
-    yield
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"DROP TRIGGER refuse_poison ON {TABLE}")
-            cursor.execute("DROP FUNCTION refuse_poison()")
-        else:
-            cursor.execute("DROP TRIGGER refuse_poison")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER refuse_poison ON {table}")
+                cursor.execute("DROP FUNCTION refuse_poison()")
+            else:
+                cursor.execute("DROP TRIGGER refuse_poison")
+
+
+@pytest.fixture
+def refusing_database() -> Iterator[None]:
+    """The database refuses any UPDATE that would store the provider status ``REFUSE-ME``."""
+    condition = f"NEW.provider_status = '{REFUSED}' OR NEW.provider_inner_status = '{REFUSED}'"
+    with refusing(TABLE, "UPDATE", condition):
+        yield
 
 
 def refused_answer(task: RunwayTask, **fields: Any) -> str:
@@ -508,3 +519,18 @@ def test_callback_poisoned_body_is_never_decoded_or_stored(client, api, now_of, 
 
     assert response.status_code == 202
     assert stored(task) == []
+
+
+def test_poll_now_refused_event_write_is_reported_not_raised(api, now_of):
+    refused, fine = track(api, now_of), track(api, now_of)
+    events = TaskEvent._meta.db_table
+    condition = f"NEW.kind = 'manual_poll' AND NEW.task_id = {refused.pk}"
+
+    with refusing(events, "INSERT", condition):
+        report = actions.poll_now([refused, fine], now=now_of())
+
+    assert report.message() == (
+        "Polled 1 task. Failed for 1 task: the database refused a write "
+        f"({'IntegrityError' if connection.vendor == 'sqlite' else 'DataError'})."
+    )
+    assert TaskEvent.objects.filter(task=fine, kind=EventKind.MANUAL_POLL).count() == 1
