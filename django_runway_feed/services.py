@@ -153,13 +153,14 @@ def submit_task(
     except UnusableTaskIdError as exc:
         # Accepted and maybe billed, but the id is not the one sent: never silent.
         logger.error("Task #%s was accepted with an unusable id: %s", task.pk, exc)
-        if exc.task_id:
-            _accept(task, exc.task_id, now=now, raw_task_id=exc.raw_task_id)
-        _record_submit_error(task, str(exc))
+        if not exc.task_id or _accept(task, exc.task_id, now=now, raw_task_id=exc.raw_task_id):
+            _record_submit_error(task, str(exc))
     except RunwayFeedError as exc:
         logger.error("Outcome of creating task #%s is unknown: %s", task.pk, exc)
         _record_submit_error(
-            task, f"Outcome unknown, not retried (the task may exist and be billed): {exc}"
+            task,
+            f"Outcome unknown, not retried (the task may exist and be billed): {exc}",
+            note=str(exc),
         )
     else:
         _accept(task, task_id, now=now, raw_task_id=escaped(task_id))
@@ -167,14 +168,17 @@ def submit_task(
     return task
 
 
-def _accept(task: RunwayTask, task_id: str, *, now: dt.datetime | None, raw_task_id: str) -> None:
+def _accept(task: RunwayTask, task_id: str, *, now: dt.datetime | None, raw_task_id: str) -> bool:
     """Record an accepted create; an id the database refuses becomes a recorded submit error.
+
+    Returns False in that case.
 
     The database can still refuse a clean id (another row already holds it): the task exists
     at the provider all the same, so the row says so instead of the call raising.
     """
     try:
         _finish_submission(task, Status.QUEUED, now=now, task_id=task_id)
+        return True
     except DATABASE_TROUBLE:
         raise  # the database itself is in trouble, not this id
     except ROW_WRITE_ERRORS as exc:
@@ -186,12 +190,15 @@ def _accept(task: RunwayTask, task_id: str, *, now: dt.datetime | None, raw_task
             f"({type(exc).__name__}): reconcile it by hand in CometAPI's dashboard (it may be "
             "billed).",
         )
+        return False
 
 
-def _record_submit_error(task: RunwayTask, message: str) -> None:
+def _record_submit_error(task: RunwayTask, message: str, *, note: str | None = None) -> None:
+    """``last_error`` and a ``submit_error`` event (``note``, by default the same message)."""
     message = clean_text(message)[:LAST_ERROR_CHARS]
     RunwayTask.objects.filter(pk=task.pk).update(last_error=message, updated_at=timezone.now())
-    outbox.record_note(task, EventKind.SUBMIT_ERROR, message)
+    event_message = message if note is None else clean_text(note)[:LAST_ERROR_CHARS]
+    outbox.record_note(task, EventKind.SUBMIT_ERROR, event_message)
 
 
 def _finish_submission(
