@@ -15,6 +15,7 @@ made of rounds; each round
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -24,6 +25,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -402,6 +404,16 @@ def _bulk_write(owner: str, tasks: list[RunwayTask], names: list[str]) -> None:
             )
 
 
+def _statement_guard() -> AbstractContextManager[object]:
+    """What a write that may be refused needs so the connection stays usable if it is.
+
+    In autocommit a refused statement leaves nothing behind. Inside a caller's transaction it
+    would leave that transaction aborted (PostgreSQL) and fail every write after it: a savepoint
+    contains it. No transaction of our own otherwise, so a quiet round costs no extra query.
+    """
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
 def _empty_round() -> _Round | PollSummary:
     return PollSummary(rounds=1)
 
@@ -645,9 +657,7 @@ class Poller:
                 task.lease_owner, task.lease_expires_at = "", None
             tasks = [task for task, _plan in group]
             try:
-                # A savepoint: inside a caller's transaction a refused statement would otherwise
-                # leave it aborted (PostgreSQL) and fail every write after it.
-                with transaction.atomic():
+                with _statement_guard():
                     _bulk_write(owner, tasks, sorted(names))
             except DATABASE_TROUBLE:
                 raise
@@ -655,7 +665,7 @@ class Poller:
                 # Some row's values were refused: row by row, so only that row's task pays.
                 for task in tasks:
                     try:
-                        with transaction.atomic():
+                        with _statement_guard():
                             _bulk_write(owner, [task], sorted(names))
                     except DATABASE_TROUBLE:
                         raise
@@ -702,7 +712,7 @@ class Poller:
                 logger.exception("Task %s: even its give-up could not be written", task.task_id)
             return
         try:
-            with transaction.atomic():
+            with _statement_guard():
                 RunwayTask.objects.filter(pk=task.pk, lease_owner=owner).update(
                     **plan.fields,
                     poll_count=F("poll_count") + 1,
