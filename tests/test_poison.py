@@ -446,11 +446,13 @@ SCALARS = st.one_of(
     # Nesting from harmless to past the cap (the JSON decoder itself stops near 1,000).
     st.integers(0, 400).map(lambda depth: json.loads("[" * depth + "]" * depth or "null")),
 )
-JSON = st.recursive(
-    SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
-    max_leaves=12,
-)
+
+
+def containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4)
+
+
+JSON = st.recursive(SCALARS, containers, max_leaves=12)
 STATUSES = st.sampled_from(
     ["QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE", "RUNNING", "SUCCEEDED", "3", "2", REFUSED]
 )
