@@ -488,12 +488,19 @@ class Poller:
                         lease_owner=owner, lease_expires_at=expires
                     )
         else:
-            # One UPDATE re-checking every condition: atomic where writes are serialised.
-            sub = candidates.values("pk")[:limit]
-            RunwayTask.objects.filter(pk__in=sub).pollable().unleased(now).update(
-                lease_owner=owner, lease_expires_at=expires
-            )
-        return list(RunwayTask.objects.filter(lease_owner=owner).order_by("next_poll_at"))
+            # The UPDATE re-checks every condition: atomic where writes are serialised, so a
+            # row another worker took since the SELECT is not leased (nor read back) here.
+            ids = list(candidates.values_list("pk", flat=True)[:limit])
+            if ids:
+                RunwayTask.objects.filter(pk__in=ids).pollable().unleased(now).update(
+                    lease_owner=owner, lease_expires_at=expires
+                )
+        if not ids:
+            return []
+        # Read back by primary key: lease_owner has no index, and filtering on it alone scans
+        # the whole table (most of a round's database time at a million rows).
+        leased = RunwayTask.objects.filter(pk__in=ids, lease_owner=owner)
+        return list(leased.order_by("next_poll_at"))
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -596,7 +603,7 @@ class Poller:
             self._hold_for_storm(limited)
         self._write_quiet(owner, quiet)
         if left_leased:
-            self._release(owner)
+            self._release(owner, [task.pk for task in tasks])
         for task in progressed:
             outbox.send_progress(task)
         return summary
@@ -651,9 +658,12 @@ class Poller:
         logger.info("Task %s: %s -> %s", task.task_id, previous, new_status)
         return True
 
-    def _release(self, owner: str) -> None:
+    def _release(self, owner: str, task_pks: list[int]) -> None:
         # Rows not written this round (a pause, a lost race) become claimable again at once.
-        RunwayTask.objects.filter(lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+        # By primary key first: lease_owner alone has no index.
+        RunwayTask.objects.filter(pk__in=task_pks, lease_owner=owner).update(
+            lease_owner="", lease_expires_at=None
+        )
 
     def _hold_for_storm(self, limited: list[RateLimitedError]) -> None:
         asked = [error.retry_after for error in limited if error.retry_after is not None]
