@@ -19,6 +19,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
+from .dbfeatures import supports_update_returning
 from .models import EventKind, RunwayTask, TaskEvent
 from .statuses import Status
 
@@ -173,17 +174,6 @@ def _send_signals(event: TaskEvent) -> None:
         send(signals.task_result_stored, task=task, event=event)
 
 
-def _supports_update_returning() -> bool:
-    if connection.vendor == "postgresql":
-        return True
-    if connection.vendor == "sqlite":
-        import sqlite3
-
-        # UPDATE ... RETURNING arrived in SQLite 3.35.
-        return sqlite3.sqlite_version_info >= (3, 35)
-    return False
-
-
 def _claim_due(now: dt.datetime, until: dt.datetime, limit: int) -> list[int]:
     """Move ``redeliver_after`` of up to ``limit`` due events to ``until``; their pks.
 
@@ -223,7 +213,7 @@ def sweep(*, now: dt.datetime | None = None, limit: int = 500) -> int:
 
     now = now or timezone.now()
     until = now + dt.timedelta(seconds=conf.LEASE_SECONDS)
-    if _supports_update_returning():
+    if supports_update_returning():
         sent = dispatch_events(_claim_due(now, until, limit))
     else:
         # Elsewhere one conditional UPDATE per event claims it.

@@ -30,13 +30,14 @@ from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Field
+from django.db.models import Field, QuerySet
 from django.utils import timezone
 
 from . import outbox
 from .budget import RequestBudget
 from .client import CometAPIClient, request_seconds
 from .conf import conf
+from .dbfeatures import supports_update_returning
 from .exceptions import (
     AuthenticationError,
     ForbiddenError,
@@ -474,6 +475,8 @@ class Poller:
         if due_only:
             candidates = candidates.filter(next_poll_at__lte=now)
         candidates = candidates.order_by("next_poll_at")
+        if supports_update_returning():
+            return self._claim_returning(candidates, owner, expires, limit)
         # A locked database (SQLite's "database is locked" under several writers) raises here;
         # the run's guard makes it an empty round and waits a moment before the next.
         if connection.features.has_select_for_update_skip_locked:
@@ -501,6 +504,38 @@ class Poller:
         # the whole table (most of a round's database time at a million rows).
         leased = RunwayTask.objects.filter(pk__in=ids, lease_owner=owner)
         return list(leased.order_by("next_poll_at"))
+
+    def _claim_returning(
+        self, candidates: QuerySet[RunwayTask], owner: str, expires: dt.datetime, limit: int
+    ) -> list[RunwayTask]:
+        """Lease and read the batch in one ``UPDATE ... RETURNING``, without a transaction.
+
+        On PostgreSQL the candidates are locked (``FOR UPDATE SKIP LOCKED``) in a materialized
+        CTE, so the statement leases exactly the rows it locked and two workers never take the
+        same row; SQLite runs one statement at a time. Rows are found by the due index and
+        written by primary key: nothing reads ``lease_owner``, which has no index.
+        """
+        meta = RunwayTask._meta
+        quote = connection.ops.quote_name
+        table = quote(meta.db_table)
+        pk = f"{table}.{quote(str(meta.pk.column))}"
+        chosen, params = (
+            candidates.values("pk")[:limit].query.get_compiler(connection=connection).as_sql()
+        )
+        assignments = f"{quote('lease_owner')} = %s, {quote('lease_expires_at')} = %s"
+        values = [owner, connection.ops.adapt_datetimefield_value(expires)]
+        if connection.vendor == "postgresql":
+            sql = (
+                f"WITH claimed AS MATERIALIZED ({chosen} FOR UPDATE SKIP LOCKED) "  # noqa: S608
+                f"UPDATE {table} SET {assignments} FROM claimed "
+                f"WHERE {pk} = claimed.{quote('pk')} RETURNING {table}.*"
+            )
+            tasks = list(RunwayTask.objects.raw(sql, [*params, *values]))
+        else:
+            sql = f"UPDATE {table} SET {assignments} WHERE {pk} IN ({chosen}) RETURNING *"  # noqa: S608
+            tasks = list(RunwayTask.objects.raw(sql, [*values, *params]))
+        tasks.sort(key=lambda task: (task.next_poll_at or expires, task.pk))
+        return tasks
 
     # -- fetching ------------------------------------------------------------------------------
 
