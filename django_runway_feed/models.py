@@ -402,8 +402,12 @@ class TaskEvent(models.Model):
                 condition=Q(dispatched_at__isnull=True),
                 name="runway_event_outbox_idx",
             ),
-            # Transitions of the last hour (the status report) without reading the history.
-            models.Index(fields=["created_at"], name="runway_event_created_idx"),
+            # Transitions of the last hour (the status report), counted from this index alone.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(kind="transition"),
+                name="runway_event_transition_idx",
+            ),
         ]
 
     def __str__(self) -> str:

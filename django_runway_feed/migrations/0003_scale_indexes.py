@@ -105,7 +105,11 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrentlyOnPostgres(
             model_name="taskevent",
-            index=models.Index(fields=["created_at"], name="runway_event_created_idx"),
+            index=models.Index(
+                condition=models.Q(("kind", "transition")),
+                fields=["created_at"],
+                name="runway_event_transition_idx",
+            ),
         ),
         migrations.RunPython(add_prompt_trigram_index, drop_prompt_trigram_index, elidable=False),
     ]
