@@ -537,9 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lambda: call_command("runway_status", "--json", stdout=io.StringIO()),
             )
         )
-        due_events = list(
-            TaskEvent.objects.filter(dispatched_at__isnull=True).values_list("pk", flat=True)
-        )
+        due_events = undispatched_events(UNDISPATCHED)
         for size in (len(due_events) // 10 or 1, len(due_events)):
             chosen = due_events[:size]
 
