@@ -357,6 +357,58 @@ def test_changelist_runs_the_same_queries_for_10_and_1000_tasks(admin_client):
     assert filtered <= small + 1
 
 
+@pytest.mark.parametrize(
+    "query", ["q=prompt", "q=task-00003", f"created_at__year={dt.date.today().year}", "stuck=yes"]
+)
+def test_searched_and_drilled_down_lists_run_the_same_queries_for_10_and_100_tasks(
+    admin_client, query
+):
+    product = Product.objects.create(name="Board")
+    make_tasks(10, product)
+    small = query_count(admin_client, f"{CHANGELIST}?{query}")
+
+    make_tasks(90, product, prefix="more")
+
+    assert query_count(admin_client, f"{CHANGELIST}?{query}") == small
+
+
+def test_date_links_offer_every_month_between_the_first_and_last_task(admin_client):
+    for month in (2, 5):
+        RunwayTask.objects.create(
+            task_id=f"m{month}",
+            route="tracked",
+            created_at=dt.datetime(2030, month, 10, tzinfo=dt.UTC),
+        )
+
+    html = admin_client.get(CHANGELIST).content.decode()
+
+    # One year only: its months, from the first task's to the last's, empty ones included.
+    for month in ("February", "March", "April", "May"):
+        assert f"{month} 2030" in html
+    assert "January 2030" not in html
+    assert "June 2030" not in html
+
+
+def test_date_links_offer_years_then_the_days_of_a_month(admin_client):
+    for day in (dt.date(2029, 12, 30), dt.date(2030, 2, 3), dt.date(2030, 2, 5)):
+        RunwayTask.objects.create(
+            task_id=str(day),
+            route="tracked",
+            created_at=dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC),
+        )
+
+    years = admin_client.get(CHANGELIST).content.decode()
+    days = admin_client.get(f"{CHANGELIST}?created_at__year=2030&created_at__month=2")
+
+    assert "?created_at__year=2029" in years
+    assert "?created_at__year=2030" in years
+    html = days.content.decode()
+    assert [t.task_id for t in days.context["cl"].result_list] == ["2030-02-05", "2030-02-03"]
+    for day in (3, 4, 5):
+        assert f"created_at__day={day}" in html
+    assert "created_at__day=6" not in html
+
+
 def test_unfiltered_changelist_takes_its_count_from_the_summary(admin_client):
     product = Product.objects.create(name="Board")
     make_tasks(120, product)
