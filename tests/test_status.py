@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from io import StringIO
 
 import pytest
 from django.core.management import call_command, execute_from_command_line
@@ -204,6 +205,9 @@ def test_status_counts_take_the_statistics_past_the_limit_on_postgresql(monkeypa
     if postgres:
         assert estimated == ["succeeded"]
         assert counts["succeeded"] >= 3
+        out = StringIO()
+        call_command("runway_status", stdout=out)
+        assert f"Succeeded    about {counts['succeeded']}" in out.getvalue()
     else:  # no statistics to ask: exact
         assert estimated == []
         assert counts["succeeded"] == 5
