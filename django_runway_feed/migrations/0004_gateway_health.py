@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_runway_feed', '0002_downloads_resubmit_budget'),
+        ('django_runway_feed', '0003_scale_indexes'),
     ]
 
     operations = [
