@@ -52,7 +52,7 @@ def test_user_creates_a_video_and_watches_it_finish(
 
     # The app's own validation, shown next to the field it is about.
     page.get_by_role("button", name="Create video").click()
-    expect(page.locator("#id_prompt_errors")).to_have_text("prompt is required.")
+    expect(page.locator("#id_prompt_errors")).to_have_text("Enter a prompt or an image URL.")
 
     page.get_by_label("Prompt").fill("a red fox running through snow, cinematic")
     page.get_by_label("Seconds").select_option("10")
