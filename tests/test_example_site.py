@@ -172,6 +172,7 @@ def test_status_json_reports_own_task(alice_client, alice, api, clock):
         "status": "running",
         "status_label": "Running",
         "progress": task.progress,
+        "show_progress": True,
         "finished": False,
         "video_url": "",
         "failure": "",
