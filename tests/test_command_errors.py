@@ -78,3 +78,9 @@ def test_command_arguments_all_have_help(name):
         if not isinstance(action, argparse._SubParsersAction) and not action.help
     ]
     assert missing == []
+
+
+def test_runway_fakeapi_starts_whatever_the_settings():
+    command = load_command_class("django_runway_feed", "runway_fakeapi")
+
+    assert command.requires_system_checks == []

@@ -17,6 +17,8 @@ class Command(RunwayCommand):
         "Tasks succeed after --run-seconds in real time; a prompt containing a --fail-prompt "
         "word fails like a moderation refusal."
     )
+    # The fake server needs none of the site's settings: it starts even while they are wrong.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
