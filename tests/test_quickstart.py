@@ -9,8 +9,9 @@ keep running, so they start after the rest, the fake server on a free port and w
 tasks. A user then creates a task through the page's view; the page's receiver must store its
 notification and the video must land in ``MEDIA_ROOT``.
 
-Slow (a virtualenv, a wheel and a real cluster): marked ``cluster``, like the other tests that
-start one.
+Slow (a virtualenv, a wheel and a real cluster, about 100 s): marked ``cluster`` and
+``quickstart``. It runs once in CI, in the SQLite pass: the new site uses SQLite whatever
+``DATABASE_URL`` says, so the PostgreSQL pass would only repeat it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.cluster
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.quickstart,
+    pytest.mark.skipif(
+        bool(os.environ.get("DATABASE_URL")), reason="runs once, in the SQLite pass"
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "quickstart.md"
