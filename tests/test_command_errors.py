@@ -84,3 +84,25 @@ def test_runway_fakeapi_starts_whatever_the_settings():
     command = load_command_class("django_runway_feed", "runway_fakeapi")
 
     assert command.requires_system_checks == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runway_status"],
+        ["runway_poll"],
+        ["runway_prune", "--days", "30"],
+        ["runway_track", "3d957031-aaaa-bbbb-cccc-1234567890ab"],
+    ],
+)
+def test_commands_before_migrate_are_command_errors(argv):
+    from django_runway_feed.models import RunwayTask, TaskEvent
+
+    cascade = " CASCADE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        for model in (TaskEvent, RunwayTask):
+            cursor.execute(f"DROP TABLE {model._meta.db_table}{cascade}")
+
+    with pytest.raises(CommandError, match=r"Run manage.py migrate first"):
+        call_command(*argv)
