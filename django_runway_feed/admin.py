@@ -868,9 +868,9 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         self.report(request, OBJECT_ACTIONS[name].run(queryset, actor=request.user.get_username()))
 
     def report(self, request: HttpRequest, report: operator_actions.ActionReport) -> None:
-        if report.skipped and not report.done:
+        if (report.skipped or report.failed) and not report.done:
             level = messages.ERROR
-        elif report.skipped:
+        elif report.skipped or report.failed:
             level = messages.WARNING
         else:
             level = messages.SUCCESS

@@ -15,6 +15,7 @@ made of rounds; each round
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -24,17 +25,19 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Field
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Field
 from django.utils import timezone
 
 from . import outbox
 from .budget import RequestBudget
+from .cleaning import clean_text
 from .client import CometAPIClient, request_seconds
 from .conf import conf
 from .exceptions import (
@@ -44,6 +47,7 @@ from .exceptions import (
     RateLimitedError,
     RunwayFeedError,
     TaskNotVisibleError,
+    UnstorableAnswerError,
 )
 from .feed import FeedSnapshot, parse_feed
 from .models import PollerState, RunwayTask
@@ -73,6 +77,11 @@ LAST_ERROR_CHARS = 2000
 # A round in which at least this many answers, and at least half of them, are 429 is a storm:
 # the whole budget is held (no request for any task) for the longest Retry-After seen.
 STORM_MIN_RATE_LIMITED = 3
+# A write refused for one row's values (a constraint, a value the column or the driver cannot
+# take) costs that row's task one poll; a database that is locked or gone is the round's trouble
+# (see Poller._guarded) and is never mistaken for it.
+ROW_WRITE_ERRORS = (DatabaseError, ValueError, RecursionError)
+DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 _unknown_statuses_logged: set[str] = set()
 
@@ -395,6 +404,16 @@ def _bulk_write(owner: str, tasks: list[RunwayTask], names: list[str]) -> None:
             )
 
 
+def _statement_guard() -> AbstractContextManager[object]:
+    """What a write that may be refused needs so the connection stays usable if it is.
+
+    In autocommit a refused statement leaves nothing behind. Inside a caller's transaction it
+    would leave that transaction aborted (PostgreSQL) and fail every write after it: a savepoint
+    contains it. No transaction of our own otherwise, so a quiet round costs no extra query.
+    """
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
 def _empty_round() -> _Round | PollSummary:
     return PollSummary(rounds=1)
 
@@ -581,11 +600,22 @@ class Poller:
             plan.fields["updated_at"] = now
             if plan.new_status is None:
                 quiet.append((task, plan))
-            elif self._transition(owner, task, plan, payload=getattr(result, "raw", None)):
-                summary.transitions += 1
             else:
-                left_leased = True
-                continue
+                try:
+                    moved = self._transition(
+                        owner, task, plan, payload=getattr(result, "raw", None)
+                    )
+                except DATABASE_TROUBLE:
+                    raise
+                except ROW_WRITE_ERRORS as exc:
+                    self._write_failed(owner, task, exc, now=now)
+                    summary.errors += 1
+                    left_leased = True  # the release below is the net under that write
+                    continue
+                if not moved:
+                    left_leased = True
+                    continue
+                summary.transitions += 1
             if plan.progressed:
                 task.progress = plan.fields["progress"]
                 progressed.append(task)
@@ -594,15 +624,23 @@ class Poller:
             summary.paused = True
         if len(limited) >= STORM_MIN_RATE_LIMITED and 2 * len(limited) >= answered:
             self._hold_for_storm(limited)
-        self._write_quiet(owner, quiet)
-        if left_leased:
+        not_written = self._write_quiet(owner, quiet, now=now)
+        summary.errors += len(not_written)
+        if left_leased or not_written:
             self._release(owner)
         for task in progressed:
-            outbox.send_progress(task)
+            if task.pk not in not_written:
+                outbox.send_progress(task)
         return summary
 
-    def _write_quiet(self, owner: str, rows: list[tuple[RunwayTask, Plan]]) -> None:
-        """One UPDATE per group for every row whose status did not change."""
+    def _write_quiet(
+        self, owner: str, rows: list[tuple[RunwayTask, Plan]], *, now: dt.datetime
+    ) -> set[int]:
+        """One UPDATE per group for every row whose status did not change.
+
+        Returns the rows whose write was refused; each of them got a recorded error instead.
+        """
+        not_written: set[int] = set()
         for error in (False, True):
             group = [(task, plan) for task, plan in rows if plan.error is error]
             if not group:
@@ -617,7 +655,75 @@ class Poller:
                 task.poll_count += 1
                 task.error_count = task.error_count + 1 if error else 0
                 task.lease_owner, task.lease_expires_at = "", None
-            _bulk_write(owner, [task for task, _plan in group], sorted(names))
+            tasks = [task for task, _plan in group]
+            try:
+                with _statement_guard():
+                    _bulk_write(owner, tasks, sorted(names))
+            except DATABASE_TROUBLE:
+                raise
+            except ROW_WRITE_ERRORS:
+                # Some row's values were refused: row by row, so only that row's task pays.
+                for task in tasks:
+                    try:
+                        with _statement_guard():
+                            _bulk_write(owner, [task], sorted(names))
+                    except DATABASE_TROUBLE:
+                        raise
+                    except ROW_WRITE_ERRORS as exc:
+                        not_written.add(task.pk)
+                        self._write_failed(owner, task, exc, now=now)
+        return not_written
+
+    def _write_failed(
+        self, owner: str, task: RunwayTask, error: Exception, *, now: dt.datetime
+    ) -> None:
+        """Record that the database refused ``task``'s answer: an error, a later poll, no lease.
+
+        What is written here is ours only (no value from the answer), so it cannot be refused
+        for the same reason. Past ``TASK_TIMEOUT`` the task is given up, without the payload.
+        """
+        logger.warning(
+            "Task %s: the database refused its poll result (%s)",
+            task.task_id,
+            type(error).__name__,
+            # Not a database error: a value Python itself refused; keep where it came from.
+            exc_info=not isinstance(error, DatabaseError),
+        )
+        detail = clean_text(str(error)).strip().splitlines()
+        failure = UnstorableAnswerError(
+            f"the database refused this answer ({type(error).__name__}"
+            + (f": {detail[0]}" if detail else "")
+            + "); the task is polled again later"
+        )
+        # The in-memory row holds the refused values: decide from what is stored.
+        try:
+            task.refresh_from_db()
+        except RunwayTask.DoesNotExist:
+            return  # deleted meanwhile (an operator): nothing left to record
+        plan = plan_error(task, failure, now=now)
+        plan.fields["updated_at"] = now
+        if plan.new_status is not None:
+            # A lost race or a refused give-up leaves the row to the caller's release.
+            try:
+                self._transition(owner, task, plan)
+            except DATABASE_TROUBLE:
+                raise
+            except ROW_WRITE_ERRORS:
+                logger.exception("Task %s: even its give-up could not be written", task.task_id)
+            return
+        try:
+            with _statement_guard():
+                RunwayTask.objects.filter(pk=task.pk, lease_owner=owner).update(
+                    **plan.fields,
+                    poll_count=F("poll_count") + 1,
+                    error_count=F("error_count") + 1,
+                    lease_owner="",
+                    lease_expires_at=None,
+                )
+        except DATABASE_TROUBLE:
+            raise
+        except ROW_WRITE_ERRORS:
+            logger.exception("Task %s: even its error could not be recorded", task.task_id)
 
     def _transition(self, owner: str, task: RunwayTask, plan: Plan, *, payload: Any = None) -> bool:
         """Apply one status change and write its event, atomically; False if it lost a race."""
