@@ -32,7 +32,7 @@ from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Field
+from django.db.models import F, Field, QuerySet
 from django.utils import timezone
 
 from . import outbox
@@ -40,6 +40,7 @@ from .budget import RequestBudget
 from .cleaning import clean_text
 from .client import CometAPIClient, request_seconds
 from .conf import conf
+from .dbfeatures import supports_update_returning
 from .exceptions import (
     AuthenticationError,
     ForbiddenError,
@@ -493,6 +494,8 @@ class Poller:
         if due_only:
             candidates = candidates.filter(next_poll_at__lte=now)
         candidates = candidates.order_by("next_poll_at")
+        if supports_update_returning():
+            return self._claim_returning(candidates, owner, expires, limit)
         # A locked database (SQLite's "database is locked" under several writers) raises here;
         # the run's guard makes it an empty round and waits a moment before the next.
         if connection.features.has_select_for_update_skip_locked:
@@ -507,12 +510,51 @@ class Poller:
                         lease_owner=owner, lease_expires_at=expires
                     )
         else:
-            # One UPDATE re-checking every condition: atomic where writes are serialised.
-            sub = candidates.values("pk")[:limit]
-            RunwayTask.objects.filter(pk__in=sub).pollable().unleased(now).update(
-                lease_owner=owner, lease_expires_at=expires
+            # The UPDATE re-checks every condition: atomic where writes are serialised, so a
+            # row another worker took since the SELECT is not leased (nor read back) here.
+            ids = list(candidates.values_list("pk", flat=True)[:limit])
+            if ids:
+                RunwayTask.objects.filter(pk__in=ids).pollable().unleased(now).update(
+                    lease_owner=owner, lease_expires_at=expires
+                )
+        if not ids:
+            return []
+        # Read back by primary key: lease_owner has no index, and filtering on it alone scans
+        # the whole table (most of a round's database time at a million rows).
+        leased = RunwayTask.objects.filter(pk__in=ids, lease_owner=owner)
+        return list(leased.order_by("next_poll_at"))
+
+    def _claim_returning(
+        self, candidates: QuerySet[RunwayTask], owner: str, expires: dt.datetime, limit: int
+    ) -> list[RunwayTask]:
+        """Lease and read the batch in one ``UPDATE ... RETURNING``, without a transaction.
+
+        On PostgreSQL the candidates are locked (``FOR UPDATE SKIP LOCKED``) in a materialized
+        CTE, so the statement leases exactly the rows it locked and two workers never take the
+        same row; SQLite runs one statement at a time. Rows are found by the due index and
+        written by primary key: nothing reads ``lease_owner``, which has no index.
+        """
+        meta = RunwayTask._meta
+        quote = connection.ops.quote_name
+        table = quote(meta.db_table)
+        pk = f"{table}.{quote(str(meta.pk.column))}"
+        chosen, params = (
+            candidates.values("pk")[:limit].query.get_compiler(connection=connection).as_sql()
+        )
+        assignments = f"{quote('lease_owner')} = %s, {quote('lease_expires_at')} = %s"
+        values = [owner, connection.ops.adapt_datetimefield_value(expires)]
+        if connection.vendor == "postgresql":
+            sql = (
+                f"WITH claimed AS MATERIALIZED ({chosen} FOR UPDATE SKIP LOCKED) "  # noqa: S608
+                f"UPDATE {table} SET {assignments} FROM claimed "
+                f"WHERE {pk} = claimed.{quote('pk')} RETURNING {table}.*"
             )
-        return list(RunwayTask.objects.filter(lease_owner=owner).order_by("next_poll_at"))
+            tasks = list(RunwayTask.objects.raw(sql, [*params, *values]))
+        else:
+            sql = f"UPDATE {table} SET {assignments} WHERE {pk} IN ({chosen}) RETURNING *"  # noqa: S608
+            tasks = list(RunwayTask.objects.raw(sql, [*values, *params]))
+        tasks.sort(key=lambda task: (task.next_poll_at or expires, task.pk))
+        return tasks
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -627,7 +669,7 @@ class Poller:
         not_written = self._write_quiet(owner, quiet, now=now)
         summary.errors += len(not_written)
         if left_leased or not_written:
-            self._release(owner)
+            self._release(owner, [task.pk for task in tasks])
         for task in progressed:
             if task.pk not in not_written:
                 outbox.send_progress(task)
@@ -757,9 +799,12 @@ class Poller:
         logger.info("Task %s: %s -> %s", task.task_id, previous, new_status)
         return True
 
-    def _release(self, owner: str) -> None:
+    def _release(self, owner: str, task_pks: list[int]) -> None:
         # Rows not written this round (a pause, a lost race) become claimable again at once.
-        RunwayTask.objects.filter(lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+        # By primary key first: lease_owner alone has no index.
+        RunwayTask.objects.filter(pk__in=task_pks, lease_owner=owner).update(
+            lease_owner="", lease_expires_at=None
+        )
 
     def _hold_for_storm(self, limited: list[RateLimitedError]) -> None:
         asked = [error.retry_after for error in limited if error.retry_after is not None]

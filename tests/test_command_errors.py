@@ -91,7 +91,6 @@ def test_runway_fakeapi_starts_whatever_the_settings():
     "argv",
     [
         ["runway_status"],
-        ["runway_poll"],
         ["runway_prune", "--days", "30"],
         ["runway_track", "3d957031-aaaa-bbbb-cccc-1234567890ab"],
     ],
