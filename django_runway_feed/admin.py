@@ -22,10 +22,18 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    JsonResponse,
+)
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.dateformat import format as format_date
+from django.utils.formats import localize
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -57,6 +65,8 @@ TIMELINE_EVENTS = 50
 RESUBMISSION_LINKS = 20
 PROMPT_EXCERPT = 60
 ERROR_EXCERPT = 80
+# The live view answers for at most this many tasks per request (a list page shows 50).
+LIVE_MAX_TASKS = 100
 STATUS_CLASSES = {status.value: status.value for status in Status}
 # Lists and the summary count rows up to this many, then say "more than": an exact count of a
 # million rows reads them all, on every page view.
@@ -158,9 +168,87 @@ def progress_bar(progress: int, status: str) -> SafeString:
     )
 
 
-def excerpt(text: str, length: int) -> SafeString | str:
-    if not text:
+def live(task: RunwayTask, field: str, content: SafeString) -> SafeString:
+    """Mark a cell the list's and the task page's script keep up to date (see ``live_view``)."""
+    return format_html(
+        '<span class="rf-live" data-rf-task="{}" data-rf-field="{}">{}</span>',
+        task.pk,
+        field,
+        content,
+    )
+
+
+def time_text(value: dt.datetime) -> str:
+    """A time to the second, in the site's time zone."""
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return format_date(local, "Y-m-d H:i:s")
+
+
+def exact_time(value: dt.datetime | None) -> SafeString | None:
+    """``time_text`` in a ``<time>`` element; None shows as the admin's "-"."""
+    if value is None:
+        return None
+    return format_html(
+        '<time class="rf-time" datetime="{}">{}</time>', value.isoformat(), time_text(value)
+    )
+
+
+def time_field(model: type[Any], name: str) -> Any:
+    """A read-only display of the datetime field ``name`` with seconds (the admin's own
+    format stops at minutes, so every time of a quick task looked the same)."""
+
+    @admin.display(description=model._meta.get_field(name).verbose_name, ordering=name)
+    def show(model_admin: Any, obj: Any) -> SafeString | str:
+        return exact_time(getattr(obj, name)) or model_admin.get_empty_value_display()
+
+    return show
+
+
+def last_success_text(last_success_at: dt.datetime | None, *, now: dt.datetime) -> str:
+    """``12 s ago`` / ``3 min ago`` / ``never``: never "0 minutes ago"."""
+    if last_success_at is None:
+        return str(_("never"))
+    return str(_("%(time)s ago") % {"time": duration((now - last_success_at).total_seconds())})
+
+
+def pause_text(summary: dict[str, Any]) -> str:
+    if not summary["paused_until"]:
         return ""
+    return str(
+        _("Polling is paused until %(until)s: CometAPI refused the API key.")
+        % {"until": time_text(summary["paused_until"])}
+    )
+
+
+def live_summary(summary: dict[str, Any], *, now: dt.datetime) -> dict[str, Any]:
+    """What the list's script needs of :meth:`RunwayTaskAdmin.summary`, as JSON values."""
+    return {
+        "counts": {row["status"]: count_text(row) for row in summary["counts"]},
+        "unfinished": summary["unfinished"],
+        "last_success": last_success_text(summary["last_success_at"], now=now),
+        "paused": pause_text(summary),
+        "pause_reason": summary["pause_reason"],
+    }
+
+
+def count_text(row: dict[str, Any]) -> str:
+    """A summary count as the list shows it: ``12``, or ``more than 10,000`` past the limit."""
+    if row.get("more_than"):
+        return str(_("more than %(limit)s") % {"limit": localize(row["count"])})
+    return str(row["count"])
+
+
+def live_task(status: str, progress: int | None) -> dict[str, Any]:
+    return {
+        "status": status,
+        "label": str(Status(status).label) if status in Status.values else status,
+        "progress": max(0, min(100, int(progress or 0))),
+    }
+
+
+def excerpt(text: str, length: int) -> SafeString | None:
+    if not text:
+        return None
     short = Truncator(" ".join(text.split())).chars(length)
     return format_html('<span title="{}">{}</span>', text, short)
 
@@ -385,8 +473,8 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
                     "output_content_type",
                     "download_attempts",
                     "download_error",
-                    "download_retry_at",
-                    "downloaded_at",
+                    "download_retry_time",
+                    "downloaded_time",
                 ),
             },
         ),
@@ -397,13 +485,13 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
             _("Times"),
             {
                 "fields": (
-                    "created_at",
-                    "updated_at",
-                    "submitted_at",
-                    "started_at",
-                    "finished_at",
-                    "last_polled_at",
-                    "next_poll_at",
+                    "created_time",
+                    "updated_time",
+                    "submitted_time",
+                    "started_time",
+                    "finished_time",
+                    "last_polled_time",
+                    "next_poll_time",
                 )
             },
         ),
@@ -415,9 +503,9 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
                     "poll_count",
                     "error_count",
                     "last_error",
-                    "stale_at",
+                    "stale_time",
                     "lease_owner",
-                    "lease_expires_at",
+                    "lease_expires_time",
                     "last_response_json",
                 ),
             },
@@ -426,6 +514,18 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     class Media:
         css = {"all": ("django_runway_feed/admin.css",)}
+
+    created_time = time_field(RunwayTask, "created_at")
+    updated_time = time_field(RunwayTask, "updated_at")
+    submitted_time = time_field(RunwayTask, "submitted_at")
+    started_time = time_field(RunwayTask, "started_at")
+    finished_time = time_field(RunwayTask, "finished_at")
+    last_polled_time = time_field(RunwayTask, "last_polled_at")
+    next_poll_time = time_field(RunwayTask, "next_poll_at")
+    download_retry_time = time_field(RunwayTask, "download_retry_at")
+    downloaded_time = time_field(RunwayTask, "downloaded_at")
+    stale_time = time_field(RunwayTask, "stale_at")
+    lease_expires_time = time_field(RunwayTask, "lease_expires_at")
 
     # -- permissions ---------------------------------------------------------------------------
 
@@ -505,27 +605,27 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     @admin.display(description=_("status"), ordering="status")
     def status_column(self, task: RunwayTask) -> SafeString:
-        return status_badge(task.status, task.get_status_display())
+        return live(task, "status", status_badge(task.status, task.get_status_display()))
 
     @admin.display(description=_("progress"), ordering="progress")
     def progress_column(self, task: RunwayTask) -> SafeString:
-        return progress_bar(task.progress, task.status)
+        return live(task, "progress", progress_bar(task.progress, task.status))
 
     @admin.display(description=_("prompt"))
-    def prompt_excerpt(self, task: RunwayTask) -> SafeString | str:
+    def prompt_excerpt(self, task: RunwayTask) -> SafeString | None:
         return excerpt(task.prompt, PROMPT_EXCERPT)
 
     @admin.display(description=_("host object"))
-    def host_object(self, task: RunwayTask) -> SafeString | str:
+    def host_object(self, task: RunwayTask) -> SafeString | str | None:
         # The content type comes from list_select_related and the object is not fetched, so
         # the column costs no query per row whatever the host's models are.
         if task.content_type is None or not task.object_id:
-            return ""
+            return None
         label = f"{task.content_type.name} #{task.object_id}"
         url = self._host_admin_url(task)
         return format_html('<a href="{}">{}</a>', url, label) if url else label
 
-    @admin.display(description=_("age / run time"), ordering="created_at")
+    @admin.display(description=_("age"), ordering="created_at")
     def age(self, task: RunwayTask) -> SafeString:
         if task.status in TERMINAL_STATUSES and task.finished_at:
             began = task.started_at or task.submitted_at or task.created_at
@@ -542,7 +642,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         )
 
     @admin.display(description=_("last error"))
-    def last_error_excerpt(self, task: RunwayTask) -> SafeString | str:
+    def last_error_excerpt(self, task: RunwayTask) -> SafeString | None:
         text = task.last_error or (task.fail_reason if task.status in TERMINAL_STATUSES else "")
         return excerpt(text, ERROR_EXCERPT)
 
@@ -553,7 +653,9 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         stored = web_url(storage.stored_file_url(task, "video"), allow_path=True)
         source = stored or web_url(task.result_url)
         if not source:
-            return url_or_text(task.result_url) if task.result_url else ""
+            return (
+                url_or_text(task.result_url) if task.result_url else self.get_empty_value_display()
+            )
         poster = web_url(storage.stored_file_url(task, "poster"), allow_path=True) or web_url(
             self._output_url(task, "poster")
         )
@@ -571,6 +673,8 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         outputs = [o for o in task.outputs or [] if isinstance(o, dict) and o.get("url")]
         if not outputs and task.result_url:
             outputs = [{"kind": "video", "url": task.result_url}]
+        if not outputs:
+            return self.get_empty_value_display()
         return format_html_join(
             "",
             '<div class="rf-output">{}: {}</div>',
@@ -601,7 +705,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     @admin.display(description=_("host object"))
     def host_object_link(self, task: RunwayTask) -> SafeString | str:
         if task.content_type is None or not task.object_id:
-            return ""
+            return self.get_empty_value_display()
         try:
             obj = task.content_object
         except (ValueError, TypeError):  # an object_id the model's key cannot take
@@ -615,15 +719,16 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     @admin.display(description=_("resubmitted from"))
     def resubmitted_from_link(self, task: RunwayTask) -> SafeString | str:
         if task.resubmitted_from_id is None:
-            return ""
+            return self.get_empty_value_display()
         old = RunwayTask.objects.filter(pk=task.resubmitted_from_id).only("task_id", "status")
-        return self._task_link(old[0]) if old else ""
+        return self._task_link(old[0]) if old else self.get_empty_value_display()
 
     @admin.display(description=_("resubmitted as"))
     def resubmissions_links(self, task: RunwayTask) -> SafeString | str:
-        return format_html_join(
-            ", ", "{}", ((self._task_link(t),) for t in self._resubmissions(task))
-        )
+        resubmissions = self._resubmissions(task)
+        if not resubmissions:
+            return self.get_empty_value_display()
+        return format_html_join(", ", "{}", ((self._task_link(t),) for t in resubmissions))
 
     @staticmethod
     def _resubmissions(task: RunwayTask) -> list[RunwayTask]:
@@ -665,10 +770,16 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        summary = self.summary()
+        now = timezone.now()
+        summary = self.summary(now=now)
         # get_paginator() takes the unfiltered list's count from here.
         request._runway_task_total = summary["counted"]  # type: ignore[attr-defined]
-        context = {"runway_summary": summary, **(extra_context or {})}
+        context = {
+            "runway_summary": summary,
+            "runway_live": live_summary(summary, now=now),
+            "runway_live_url": self._live_url(),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, extra_context=context)
 
     def get_paginator(
@@ -750,6 +861,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
                     + f"?task__id__exact={obj.pk}"
                 ),
                 runway_actions=self.object_actions(request, obj),
+                runway_live_url=self._live_url(),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -779,7 +891,39 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
             self.admin_site.admin_view(self.object_action_view),
             name="django_runway_feed_runwaytask_action",
         )
-        return [action_url, *super().get_urls()]
+        # Before the admin's own patterns, whose "<path:object_id>/" would take "live/".
+        live_url = path(
+            "live/",
+            self.admin_site.admin_view(self.live_view),
+            name="django_runway_feed_runwaytask_live",
+        )
+        return [live_url, action_url, *super().get_urls()]
+
+    def _live_url(self) -> str:
+        return reverse(f"{self.admin_site.name}:django_runway_feed_runwaytask_live")
+
+    def live_view(self, request: HttpRequest) -> JsonResponse:
+        """The status, label and progress of the tasks in ``?ids=1,2,3`` and, with
+        ``?summary=1``, the list's summary: what the pages' script refreshes every 2 s.
+
+        Staff only (``admin_view``), and only for users who may view tasks. A fixed number of
+        queries: one for the tasks (at most ``LIVE_MAX_TASKS``), and the summary's.
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        ids = []
+        for part in request.GET.get("ids", "").split(",")[:LIVE_MAX_TASKS]:
+            if part.strip().isdigit():
+                ids.append(int(part))
+        rows = RunwayTask.objects.filter(pk__in=ids).values_list("pk", "status", "progress")
+        payload: dict[str, Any] = {
+            "tasks": {str(pk): live_task(status, progress) for pk, status, progress in rows}
+        }
+        if request.GET.get("summary"):
+            now = timezone.now()
+            payload["summary"] = live_summary(self.summary(now=now), now=now)
+        # admin_view already marks the response never_cache: a status change is never hidden.
+        return JsonResponse(payload)
 
     def object_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
         """Run one action on one task (POST only; CSRF-checked by ``admin_view``)."""
@@ -857,7 +1001,14 @@ class ReadOnlyAdmin:
 class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
     """The history, read-only: nobody adds, edits or deletes an event from the admin."""
 
-    list_display = ("created_at", "task_link", "kind", "transition", "progress", "message_excerpt")
+    list_display = (
+        "created_time",
+        "task_link",
+        "kind",
+        "transition",
+        "progress",
+        "message_excerpt",
+    )
     list_filter = ("kind",)
     list_select_related = ("task",)
     # Newest first by primary key: an index the database always has, even at 500,000 rows.
@@ -873,14 +1024,18 @@ class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
         "progress",
         "message",
         "payload_json",
-        "created_at",
-        "dispatched_at",
-        "redeliver_after",
+        "created_time",
+        "dispatched_time",
+        "redeliver_time",
     )
     readonly_fields = fields
 
     class Media:
         css = {"all": ("django_runway_feed/admin.css",)}
+
+    created_time = time_field(TaskEvent, "created_at")
+    dispatched_time = time_field(TaskEvent, "dispatched_at")
+    redeliver_time = time_field(TaskEvent, "redeliver_after")
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # The task page links here with ?task__id__exact=<pk>.
@@ -891,14 +1046,17 @@ class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
         url = reverse(
             f"{self.admin_site.name}:django_runway_feed_runwaytask_change", args=[event.task_id]
         )
-        return format_html('<a href="{}">{}</a>', url, str(event.task))
+        # The first 8 characters, like the task list: a full UUID wrapped each row to 5 lines.
+        task = event.task
+        full = task.task_id or f"#{task.pk}"
+        return format_html('<a href="{}" title="{}">{}</a>', url, full, full[:8])
 
     @admin.display(description=_("from -> to"))
     def transition(self, event: TaskEvent) -> str:
         return f"{event.from_status or '-'} -> {event.to_status or '-'}"
 
     @admin.display(description=_("message"))
-    def message_excerpt(self, event: TaskEvent) -> SafeString | str:
+    def message_excerpt(self, event: TaskEvent) -> SafeString | None:
         return excerpt(event.message, ERROR_EXCERPT)
 
     @admin.display(description=_("payload"))
@@ -910,9 +1068,19 @@ class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
 class PollerStateAdmin(ReadOnlyAdmin, PollerStateAdminBase):
     """The poller's shared row, read-only: its heartbeat and the API pause."""
 
-    list_display = ("__str__", "last_run_at", "last_success_at", "paused_until")
-    fields = ("last_run_at", "last_success_at", "last_run_json", "paused_until", "pause_reason")
+    list_display = ("__str__", "last_run_time", "last_success_time", "paused_until_time")
+    fields = (
+        "last_run_time",
+        "last_success_time",
+        "last_run_json",
+        "paused_until_time",
+        "pause_reason",
+    )
     readonly_fields = fields
+
+    last_run_time = time_field(PollerState, "last_run_at")
+    last_success_time = time_field(PollerState, "last_success_at")
+    paused_until_time = time_field(PollerState, "paused_until")
 
     @admin.display(description=_("last run"))
     def last_run_json(self, state: PollerState) -> SafeString:

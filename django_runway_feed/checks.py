@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -195,32 +196,122 @@ def _check_downloads(raw: dict[str, Any]) -> list[CheckMessage]:
     return messages
 
 
+# The one hint of every django-q2 wiring error: the settings the quick start shows.
+WIRING_HINT = (
+    "Add 'django_q' to INSTALLED_APPS and set Q_CLUSTER = {'name': 'mysite', 'orm': 'default', "
+    "'timeout': 120, 'retry': 180, 'catch_up': False} (docs/quickstart.md, step 2); a site "
+    "that polls with runway_poll --loop instead sets RUNWAY_FEED['AUTO_SCHEDULE'] = False."
+)
+
+# django-q2 picks its broker from the first of these keys present, the Redis broker when none is;
+# each needs a package that django-q2 itself does not install.
+BROKER_PACKAGES: tuple[tuple[str, str, str], ...] = (
+    ("disque_nodes", "redis", "redis"),
+    ("iron_mq", "iron_mq", "iron-mq"),
+    ("sqs", "boto3", "boto3"),
+    ("orm", "", ""),
+    ("mongo", "pymongo", "pymongo"),
+)
+
+
+def _broker_module(cluster: dict[str, Any]) -> tuple[str, str, str]:
+    """(setting, module, pip name) of the broker django-q2 will load; module '' needs nothing."""
+    if cluster.get("broker_class"):
+        path = str(cluster["broker_class"])
+        return "broker_class", path.rpartition(".")[0] or path, path
+    for key, module, package in BROKER_PACKAGES:
+        if cluster.get(key):
+            return key, module, package
+    return "redis", "redis", "redis"
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _check_cluster() -> list[CheckMessage]:
+    from django.apps import apps
+
+    if not conf.AUTO_SCHEDULE:
+        return []  # the site polls some other way (runway_poll --loop); django-q2 is optional
+    if not apps.is_installed("django_q"):
+        return [
+            Error(
+                "'django_q' is not in INSTALLED_APPS: no schedule can be installed, so no task "
+                "is ever polled, and manage.py qcluster does not exist.",
+                hint=WIRING_HINT,
+                id=f"{ID}.E011",
+            )
+        ]
     cluster = getattr(settings, "Q_CLUSTER", None)
-    if not isinstance(cluster, dict) or cluster.get("sync"):
+    if not isinstance(cluster, dict):
+        return [
+            Error(
+                "Q_CLUSTER is not set: django-q2 would fall back to a Redis broker on localhost "
+                "and qcluster would fail to start or never run the poller.",
+                hint=WIRING_HINT,
+                id=f"{ID}.E012",
+            )
+        ]
+    if cluster.get("sync"):
         return []
     messages: list[CheckMessage] = []
+    key, module, package = _broker_module(cluster)
+    if module and not _importable(module):
+        messages.append(
+            Error(
+                f"The django-q2 broker chosen by Q_CLUSTER[{key!r}] needs the module "
+                f"{module!r}, which cannot be imported: qcluster would not start.",
+                hint=(
+                    f"Install it (pip install {package})"
+                    if key != "broker_class"
+                    else f"Install the package that provides {package}"
+                )
+                + " or use the ORM broker: Q_CLUSTER['orm'] = 'default'.",
+                id=f"{ID}.E013",
+            )
+        )
+    messages.extend(_check_cluster_times(cluster))
+    return messages
+
+
+def _check_cluster_times(cluster: dict[str, Any]) -> list[CheckMessage]:
     timeout = cluster.get("timeout")
-    retry = cluster.get("retry", 60)
-    needed = conf.POLL_WINDOW + request_seconds()
-    if isinstance(timeout, int | float) and timeout < needed:
+    retry = cluster.get("retry", 60)  # django-q2's default
+    needed = math.ceil(conf.POLL_WINDOW + request_seconds())
+    timed = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    timeout_seconds = float(timeout) if isinstance(timeout, int | float) else 0.0
+    # The values both errors recommend: a timeout that fits a run, and a retry above that
+    # timeout. Judging retry against the timeout the hint asks for (not a too-short one) keeps
+    # E005 and E006 from contradicting each other.
+    fit_timeout = max(math.ceil(timeout_seconds), needed)
+    hint = (
+        f"Set Q_CLUSTER['timeout'] to at least {fit_timeout} and Q_CLUSTER['retry'] above it "
+        f"(for example {fit_timeout + 60}), or lower RUNWAY_FEED['POLL_WINDOW']."
+    )
+    messages: list[CheckMessage] = []
+    if timed and timeout_seconds < needed:
         messages.append(
             Error(
                 f"Q_CLUSTER['timeout'] ({timeout} s) is shorter than one poll run "
-                f"(RUNWAY_FEED['POLL_WINDOW'] plus a request, {needed:.0f} s): django-q2 would "
+                f"(RUNWAY_FEED['POLL_WINDOW'] plus a request, {needed} s): django-q2 would "
                 "kill the poller mid-run.",
-                hint=f"Set Q_CLUSTER['timeout'] to at least {needed:.0f} or lower "
-                "RUNWAY_FEED['POLL_WINDOW'].",
+                hint=hint,
                 id=f"{ID}.E005",
             )
         )
-    run_time = timeout if isinstance(timeout, int | float) else needed
-    if isinstance(retry, int | float) and retry <= run_time:
+    if isinstance(retry, int | float) and retry <= fit_timeout:
         messages.append(
             Error(
-                f"Q_CLUSTER['retry'] ({retry} s) is not longer than a poll run ({run_time:.0f} s):"
-                " django-q2 would start the same job again while it still runs.",
-                hint=f"Set Q_CLUSTER['retry'] above {run_time:.0f} (and above 'timeout').",
+                f"Q_CLUSTER['retry'] ({retry} s) is not longer than a poll run may last "
+                f"({fit_timeout} s): django-q2 would start the same job again while it still "
+                "runs.",
+                hint=hint,
                 id=f"{ID}.E006",
             )
         )

@@ -17,7 +17,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import ERROR, CheckMessage, Error, Warning
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from . import outbox, signals
@@ -407,6 +407,13 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     ).count()
     state = PollerState.objects.filter(pk=1).first()
     last_success = state.last_success_at if state else None
+    # A run records its success when it ends (up to POLL_WINDOW later); until the first one
+    # ends, the tasks' own poll times show that polling works. Read only then: it is a scan.
+    last_task_poll = (
+        RunwayTask.objects.aggregate(last=Max("last_polled_at"))["last"]
+        if last_success is None
+        else None
+    )
     # A pause recorded for other settings (the key was changed since) is not in effect.
     from .polling import pause_in_effect
 
@@ -432,6 +439,7 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
             "last_run_at": _iso(state.last_run_at if state else None),
             "last_success_at": _iso(last_success),
             "seconds_since_success": (now - last_success).total_seconds() if last_success else None,
+            "last_task_polled_at": _iso(last_task_poll),
             "last_run": state.last_run if state else {},
             "paused": paused,
             "paused_until": _iso(paused_until),

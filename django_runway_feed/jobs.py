@@ -10,8 +10,13 @@ from .models import RunwayTask
 
 
 def poll_due_tasks(window: float | None = None) -> dict[str, Any]:
-    """The scheduled job: keep polling due tasks for ``POLL_WINDOW`` seconds."""
-    return services.poll_due_tasks(window=window).as_dict()
+    """The scheduled job: keep polling due tasks for ``POLL_WINDOW`` seconds.
+
+    On a single-worker cluster it hands the worker back early to waiting result downloads.
+    """
+    return services.poll_due_tasks(
+        window=window, hand_back_downloads=services.single_worker_cluster()
+    ).as_dict()
 
 
 def poll_task(task_pk: int, lease_token: str = "") -> dict[str, Any]:

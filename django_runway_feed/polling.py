@@ -1030,6 +1030,7 @@ class Poller:
         window: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_idle_sleep: float = 2.0,
+        hand_back: Callable[[], bool] | None = None,
     ) -> PollSummary:
         """Keep polling due tasks for ``window`` seconds (``POLL_WINDOW``), then return.
 
@@ -1037,6 +1038,9 @@ class Poller:
         ``POLL_WINDOW`` seconds, so an overload cannot pin it). While one batch is being written
         the next is already claimed and its requests queued, so the HTTP pool never idles on the
         database nor on the last, partial wave of a batch.
+
+        ``hand_back`` is asked whenever nothing is due; when it says so the run returns early,
+        so that jobs queued behind it (result downloads, with a single worker) can run.
         """
         window = conf.POLL_WINDOW if window is None else window
         ends = time.monotonic() + (window or conf.POLL_WINDOW)
@@ -1070,6 +1074,8 @@ class Poller:
                 continue
             if window == 0 or summary.claimed:
                 continue
+            if hand_back is not None and not summary.paused and self._guarded(hand_back, False):
+                break
             wait = (
                 None
                 if summary.paused

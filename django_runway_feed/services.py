@@ -376,20 +376,47 @@ def follow_task(
         sleep(min(1.0, (task.next_poll_at - now).total_seconds()))
 
 
+def single_worker_cluster() -> bool:
+    """Whether the django-q2 cluster runs one worker (``Q_CLUSTER['workers'] = 1``)."""
+    from django.conf import settings
+
+    cluster = getattr(settings, "Q_CLUSTER", None)
+    return isinstance(cluster, dict) and not cluster.get("sync") and cluster.get("workers") == 1
+
+
 def poll_due_tasks(
     *,
     window: float | None = None,
     client: CometAPIClient | None = None,
     clock: Clock | None = None,
+    hand_back_downloads: bool = False,
 ) -> PollSummary:
     """Poll due tasks for ``window`` seconds (``POLL_WINDOW`` by default); return a summary.
 
     Afterwards, once per run: mark newly stuck tasks (``task_stale``) and, when
     ``PRUNE_AFTER_DAYS`` is set, prune one batch of old finished tasks.
+
+    With ``hand_back_downloads`` (the scheduled job on a single-worker cluster), a run that
+    has nothing due while a finished task waits for its first download returns early and
+    queues a fresh poll run behind the download jobs: the one worker stores the video within
+    seconds of the success instead of after the poll window, and polling carries on.
     """
     from .health import run_maintenance
+    from .schedules import POLL_FUNC
+    from .storage import first_downloads_waiting
+
+    handed_back = []
+
+    def hand_back() -> bool:
+        if first_downloads_waiting():
+            handed_back.append(True)
+            return True
+        return False
 
     with Poller(client=client, clock=clock) as poller:
-        summary = poller.run(window=window)
+        summary = poller.run(window=window, hand_back=hand_back if hand_back_downloads else None)
     run_maintenance(now=(clock or timezone.now)())
+    if handed_back:
+        logger.debug("Poll run handed its worker to waiting downloads; queuing the next run")
+        _enqueue(POLL_FUNC)
     return summary

@@ -228,6 +228,25 @@ def queue_due_downloads(*, now: dt.datetime | None = None, limit: int = DUE_BATC
     return queued
 
 
+def first_downloads_waiting(*, now: dt.datetime | None = None) -> bool:
+    """Whether a succeeded task waits for its first download attempt (no worker took it yet).
+
+    With a single django-q2 worker, the poll run holds the worker that job waits for; the run
+    asks this whenever nothing is due and hands the worker back (``services.poll_due_tasks``).
+    A retry (``download_attempts`` above 0) waits for its time anyway and does not count.
+    """
+    if not downloads_enabled():
+        return False
+    now = now or timezone.now()
+    return (
+        RunwayTask.objects.filter(
+            status=Status.SUCCEEDED, download_status=DownloadStatus.PENDING, download_attempts=0
+        )
+        .unleased(now)
+        .exists()
+    )
+
+
 def _enqueue(task_pk: int, queued_until: dt.datetime | None = None) -> None:
     from .services import _enqueue as enqueue_job
 

@@ -29,6 +29,12 @@ IDEMPOTENCY_KEY_MAX_CHARS = 255
 # How deep the host's metadata may nest. Deeper structures are refused before anything walks
 # them recursively (json, the database driver), which would raise RecursionError far down.
 MAX_METADATA_DEPTH = 32
+# How the URL arguments are named in messages a form shows next to its field.
+URL_LABELS = {"image": "an image", "end_image": "an end image", "video": "a video"}
+# The messages a person most often sees, written for them (the example site's form shows them
+# as they are); the others name the Python argument, for the developer.
+PROMPT_OR_IMAGE = "Enter a prompt or an image URL."
+PROMPT_REQUIRED = "Enter a prompt."
 
 
 class _Errors:
@@ -77,22 +83,23 @@ def _is_number(value: Any) -> bool:
 
 
 def _url(errors: _Errors, name: str, value: Any, *, required: bool) -> str | None:
+    label = URL_LABELS.get(name, name)
     if value in (None, ""):
         if required:
-            errors.add(name, f"{name} is required.")
+            errors.add(name, f"Enter {label} URL.")
         return None
     if isinstance(value, str) and not _text(errors, name, value):
         return None
     if not clean_url(value):
-        errors.add(name, f"{name} must be an absolute http(s) URL.")
+        errors.add(name, f"Enter {label} URL that starts with http:// or https://.")
         return None
     return str(value).strip()
 
 
-def _prompt(errors: _Errors, value: Any, *, required: bool) -> str:
+def _prompt(errors: _Errors, value: Any, *, required: bool, or_image: bool = False) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            errors.add("prompt", "prompt is required.")
+            errors.add("prompt", PROMPT_OR_IMAGE if or_image else PROMPT_REQUIRED)
         return ""
     if not isinstance(value, str):
         errors.add("prompt", "prompt must be a string.")
@@ -100,7 +107,10 @@ def _prompt(errors: _Errors, value: Any, *, required: bool) -> str:
     if not _text(errors, "prompt", value):
         return ""
     if len(value) > MAX_PROMPT_CHARS:
-        errors.add("prompt", f"prompt must be at most {MAX_PROMPT_CHARS} characters.")
+        errors.add(
+            "prompt",
+            f"Keep the prompt to {MAX_PROMPT_CHARS} characters (it has {len(value)}).",
+        )
     return value.strip()
 
 
@@ -164,7 +174,12 @@ def generate_body(
     end_url = _url(errors, "end_image", end_image, required=False)
     if end_url and not image_url and "image" not in errors.by_field:
         errors.add("end_image", "end_image needs an image (the first frame).")
-    text = _prompt(errors, prompt, required=image_url is None and "image" not in errors.by_field)
+    text = _prompt(
+        errors,
+        prompt,
+        required=image_url is None and "image" not in errors.by_field,
+        or_image=True,
+    )
     _model(errors, model)
     errors.check(
         "ratio",

@@ -57,6 +57,9 @@ if os.environ.get("RUNWAY_TEST_DATABASE"):
     DATABASES["default"]["NAME"] = os.environ["RUNWAY_TEST_DATABASE"]
 
 Q_CLUSTER = q_cluster_from_env("runway-tests", poll=0.2)
+# A qcluster started by a test may run a single worker (the one-worker download test).
+if os.environ.get("RUNWAY_TEST_WORKERS"):
+    Q_CLUSTER["workers"] = int(os.environ["RUNWAY_TEST_WORKERS"])
 
 RUNWAY_FEED = {
     "API_KEY": "test-key",
@@ -66,4 +69,6 @@ RUNWAY_FEED = {
 }
 
 STATIC_URL = "static/"
+# Result downloads in a test's qcluster go to that test's temporary folder.
+MEDIA_ROOT = os.environ.get("RUNWAY_TEST_MEDIA_ROOT", "")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -12,6 +12,7 @@ docs/images/admin-task.png.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,197 @@ def test_operator_watches_tasks_and_polls_one_to_its_end(
     assert TaskEvent.objects.filter(task=fox, kind=EventKind.MANUAL_POLL).count() == 1
     assert api.call_count(fox.task_id) == 2
     screenshot(page, "admin-task.png", full_page=True)
+
+
+# -- layout at three widths, and the live update ----------------------------------------------
+
+KEY_COLUMNS = ("short_id", "status_column", "progress_column", "age")
+ALL_COLUMNS = (
+    "short_id",
+    "route_column",
+    "status_column",
+    "progress_column",
+    "prompt_excerpt",
+    "host_object",
+    "age",
+    "poll_count",
+    "last_error_excerpt",
+)
+LAYOUT = """() => {
+    const box = el => el ? el.getBoundingClientRect() : null;
+    const results = document.querySelector('#changelist .results');
+    const shown = [...document.querySelectorAll('#result_list thead th')]
+        .filter(th => th.getBoundingClientRect().width > 0)
+        .map(th => [...th.classList].find(c => c.startsWith('column-')))
+        .filter(Boolean).map(c => c.slice(7));
+    const rows = [...document.querySelectorAll('#result_list tbody tr')].map(tr => box(tr).height);
+    return {
+        pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+        resultsOverflow: results ? results.scrollWidth - results.clientWidth : 0,
+        tableRight: box(document.querySelector('#result_list')).right,
+        viewport: window.innerWidth,
+        shown: shown,
+        rowHeights: rows,
+    };
+}"""
+
+
+def log_in(page: Any, live_server: Any, django_user_model: Any) -> None:
+    django_user_model.objects.create_superuser("operator", password="pw-operator")
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/django_runway_feed/runwaytask/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("pw-operator")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/runwaytask/")
+
+
+def layout_tasks() -> list[RunwayTask]:
+    shop = Product.objects.create(name="Spring campaign with a rather long product name")
+    long_prompt = (
+        "aerial shot of a rocky coastline at sunset, waves crashing against the cliffs, "
+        "seagulls circling, golden light, slow dolly forward, cinematic, 35 mm film grain"
+    )
+    rows = []
+    for i, status in enumerate(
+        [Status.RUNNING, Status.QUEUED, Status.SUCCEEDED, Status.FAILED, Status.RUNNING]
+    ):
+        task = RunwayTask.objects.create(
+            task_id=f"3d957031-aaaa-bbbb-cccc-12345678900{i}",
+            route="generate",
+            status=status,
+            progress=(40, 0, 100, 97, 63)[i],
+            prompt=long_prompt,
+            poll_count=12,
+            last_error="ReadTimeout: HTTPSConnectionPool(host='api.cometapi.com', port=443)"
+            if i == 1
+            else "",
+            fail_reason="The prompt was flagged by the moderation." if i == 3 else "",
+            content_object=shop,
+        )
+        rows.append(task)
+    for n in range(6):
+        TaskEvent.objects.create(
+            task=rows[0],
+            kind=EventKind.TRANSITION,
+            from_status="queued",
+            to_status="running",
+            progress=n * 10,
+            message="Polled: progress moved on, and the provider said something rather long "
+            "about it that would otherwise wrap onto a second and third line",
+        )
+    PollerState.objects.create(pk=1, last_success_at=timezone.now())
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("width", "expected"),
+    [(1440, ALL_COLUMNS), (1280, ALL_COLUMNS), (800, KEY_COLUMNS), (390, KEY_COLUMNS)],
+)
+def test_changelist_fits_the_window(
+    browser_page, live_server, transactional_db, django_user_model, width, expected
+):
+    page = browser_page
+    serve_static_files(page)
+    layout_tasks()
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, live_server, django_user_model)
+
+    layout = page.evaluate(LAYOUT)
+
+    assert set(expected) <= set(layout["shown"])
+    assert layout["pageOverflow"] <= 0
+    assert layout["resultsOverflow"] <= 0
+    assert max(layout["rowHeights"]) < 48  # one line per row: a second adds about 17 px
+
+
+TASK_LAYOUT = """() => {
+    const box = el => el.getBoundingClientRect();
+    const video = document.querySelector('video.rf-video');
+    return {
+        pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+        video: video ? [box(video).width, box(video).height] : null,
+        timelineRows: [...document.querySelectorAll('.rf-timeline__table tbody tr')]
+            .map(tr => box(tr).height),
+        timelineOverflow: (t => t.scrollWidth - t.clientWidth)(
+            document.querySelector('.rf-timeline')),
+        created: document.querySelector('.field-created_time .readonly').textContent,
+    };
+}"""
+
+
+@pytest.mark.parametrize(("width", "min_video_width"), [(1440, 600), (800, 400), (390, 300)])
+def test_task_page_fits_the_window(
+    browser_page, live_server, transactional_db, django_user_model, width, min_video_width
+):
+    page = browser_page
+    serve_static_files(page)
+    [running, *_rest] = layout_tasks()
+    RunwayTask.objects.filter(pk=running.pk).update(
+        status=Status.SUCCEEDED, progress=100, result_url="https://cdn.example.com/v.mp4"
+    )
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, live_server, django_user_model)
+
+    page.goto(f"{live_server.url}/admin/django_runway_feed/runwaytask/{running.pk}/change/")
+    layout = page.evaluate(TASK_LAYOUT)
+
+    assert layout["pageOverflow"] <= 0
+    video_width, video_height = layout["video"]
+    assert video_width >= min_video_width
+    assert abs(video_height - video_width * 9 / 16) <= 2
+    assert len(layout["timelineRows"]) == 6
+    assert max(layout["timelineRows"]) < 48  # one line per event
+    assert layout["timelineOverflow"] <= 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", layout["created"].strip())
+
+
+def test_changelist_updates_itself_without_a_reload(
+    browser_page, live_server, transactional_db, django_user_model
+):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    serve_static_files(page)
+    [running, *_rest] = layout_tasks()
+    log_in(page, live_server, django_user_model)
+    requests: list[float] = []
+    page.on(
+        "request",
+        lambda request: "/runwaytask/live/" in request.url and requests.append(time.monotonic()),
+    )
+    row = page.locator(f'#result_list tbody tr:has([data-rf-task="{running.pk}"])')
+    expect(row.locator(".rf-badge")).to_have_text("Running")
+    page.evaluate("window.rfNotReloaded = true")
+    started = time.monotonic()
+
+    RunwayTask.objects.filter(pk=running.pk).update(status=Status.SUCCEEDED, progress=100)
+
+    expect(row.locator(".rf-badge")).to_have_text("Succeeded")
+    expect(row.locator(".rf-badge")).to_have_class("rf-badge rf-badge--succeeded")
+    expect(row.locator(".rf-progress__label")).to_have_text("100%")
+    expect(page.locator(".rf-summary__unfinished")).to_have_text("2")
+    expect(page.locator('[data-rf-count="succeeded"]')).to_have_text("2")
+    assert page.evaluate("window.rfNotReloaded") is True
+    # At most one request per 2 s (generous: the first may come 2 s after the page loaded).
+    page.wait_for_timeout(4500)
+    elapsed = time.monotonic() - started
+    assert 1 <= len(requests) <= elapsed / 2 + 2
+
+
+def test_task_page_updates_itself_without_a_reload(
+    browser_page, live_server, transactional_db, django_user_model
+):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    serve_static_files(page)
+    [running, *_rest] = layout_tasks()
+    log_in(page, live_server, django_user_model)
+    page.goto(f"{live_server.url}/admin/django_runway_feed/runwaytask/{running.pk}/change/")
+    page.evaluate("window.rfNotReloaded = true")
+
+    RunwayTask.objects.filter(pk=running.pk).update(status=Status.FAILED, progress=55)
+
+    expect(page.locator(".field-status_column .rf-badge")).to_have_text("Failed")
+    expect(page.locator(".field-progress_column .rf-progress__label")).to_have_text("55%")
+    assert page.evaluate("window.rfNotReloaded") is True

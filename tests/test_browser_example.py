@@ -52,7 +52,7 @@ def test_user_creates_a_video_and_watches_it_finish(
 
     # The app's own validation, shown next to the field it is about.
     page.get_by_role("button", name="Create video").click()
-    expect(page.locator("#id_prompt_errors")).to_have_text("prompt is required.")
+    expect(page.locator("#id_prompt_errors")).to_have_text("Enter a prompt or an image URL.")
 
     page.get_by_label("Prompt").fill("a red fox running through snow, cinematic")
     page.get_by_label("Seconds").select_option("10")
@@ -101,3 +101,87 @@ def test_user_creates_a_video_and_watches_it_finish(
             clip={"x": 0, "y": 0, "width": 1280, "height": 600},
             animations="disabled",
         )
+
+
+def log_in(page, live_server, next_url: str = "/videos/") -> None:
+    page.goto(f"{live_server.url}{next_url}")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("pw-alice")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"**{next_url}")
+
+
+def test_failed_video_looks_the_same_live_and_after_a_reload(
+    browser_page, live_server, transactional_db, django_user_model, api, clock
+):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    django_user_model.objects.create_user("alice", password="pw-alice")
+    api.script_next(
+        TaskScript(queued_for=0, run_for=4, outcome="failed", failure="The prompt was flagged.")
+    )
+    log_in(page, live_server, "/videos/new/")
+    page.get_by_label("Prompt").fill("something the moderation refuses")
+    page.get_by_role("button", name="Create video").click()
+    page.wait_for_url("**/videos/")
+    card = page.locator(".card").first
+    expect(page.locator(".message-success")).to_have_count(1)
+    expect(card.get_by_role("progressbar")).to_be_visible()
+
+    clock.advance(3)
+    poll_all()  # running, at 75 %
+    expect(card.locator('[data-role="percent"]')).to_have_text("75%")
+    clock.advance(10)
+    poll_all()  # failed: its last progress must not read as "nearly done"
+    expect(card.locator('[data-role="failure"]')).to_have_text("The prompt was flagged.")
+    expect(card.locator(".progress, .bar")).to_be_hidden()
+    expect(card.locator('[data-role="percent"]')).to_be_hidden()
+    live_class = card.locator(".placeholder").get_attribute("class")
+    # The "Video requested" banner has done its job.
+    expect(page.locator(".message-success")).to_have_count(0)
+
+    page.reload()
+
+    assert (
+        card.locator(".placeholder").get_attribute("class")
+        == live_class
+        == ("placeholder placeholder-failed")
+    )
+    expect(card.locator(".bar")).to_be_hidden()
+    expect(card.locator('[data-role="percent"]')).to_be_hidden()
+
+
+def test_header_fits_a_phone_and_the_site_has_a_favicon(
+    browser_page, live_server, transactional_db, django_user_model
+):
+    page = browser_page
+    django_user_model.objects.create_user("alice", password="pw-alice")
+    page.set_viewport_size({"width": 390, "height": 800})
+    log_in(page, live_server)
+
+    header = page.evaluate(
+        """() => {
+            const box = s => document.querySelector(s).getBoundingClientRect();
+            return {
+                brand: box('.brand'), nav: box('.nav'), topbar: box('.topbar'),
+                overflow: document.documentElement.scrollWidth - window.innerWidth,
+                icon: document.querySelector('link[rel="icon"]').href,
+            };
+        }"""
+    )
+    response = page.request.get(header["icon"])
+
+    assert header["overflow"] <= 0
+    assert header["topbar"]["height"] < 64  # one line: two would be about 100 px
+    assert header["nav"]["right"] <= 390
+    assert (
+        abs(
+            header["brand"]["y"]
+            + header["brand"]["height"] / 2
+            - (header["nav"]["y"] + header["nav"]["height"] / 2)
+        )
+        < 8
+    )
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("image/svg")

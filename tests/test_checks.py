@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import sys
 
 import pytest
 from django.core.checks import run_checks
+from django.test import override_settings
 
 
 def ids(settings_dict=None):
@@ -95,3 +98,114 @@ def test_check_command_reports_hint(settings, capsys):
 
     with pytest.raises(SystemCheckError, match=r"Make RUNWAY_FEED\['MAX_POLL_INTERVAL'\]"):
         call_command("check")
+
+
+# -- django-q2 wiring: each mistake stops `manage.py check` ---------------------------------------
+
+
+def check_errors(capsys=None):
+    """Run ``manage.py check`` and return the ids of this app's errors it stopped on."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    try:
+        call_command("check")
+    except SystemCheckError as exc:
+        return sorted(set(re.findall(r"django_runway_feed\.E\d+", str(exc))))
+    return []
+
+
+def without_django_q():
+    from django.conf import settings
+
+    return [app for app in settings.INSTALLED_APPS if app != "django_q"]
+
+
+def test_check_command_fails_without_django_q_app():
+    with override_settings(INSTALLED_APPS=without_django_q()):
+        assert check_errors() == ["django_runway_feed.E011"]
+
+
+def test_check_command_passes_without_django_q_when_auto_schedule_off(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "AUTO_SCHEDULE": False}
+
+    with override_settings(INSTALLED_APPS=without_django_q()):
+        assert check_errors() == []
+
+
+def test_check_command_fails_without_q_cluster(settings):
+    del settings.Q_CLUSTER
+
+    assert check_errors() == ["django_runway_feed.E012"]
+
+
+def test_check_wiring_errors_share_one_hint(settings):
+    del settings.Q_CLUSTER
+    missing_cluster = [m for m in run_checks() if m.id == "django_runway_feed.E012"]
+    with override_settings(INSTALLED_APPS=without_django_q()):
+        missing_app = [m for m in run_checks() if m.id == "django_runway_feed.E011"]
+
+    assert missing_cluster[0].hint == missing_app[0].hint
+    assert "Add 'django_q' to INSTALLED_APPS and set Q_CLUSTER" in missing_app[0].hint
+
+
+def test_check_command_fails_when_redis_broker_cannot_be_imported(settings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)  # find_spec raises: "not importable"
+    settings.Q_CLUSTER = {
+        k: v for k, v in settings.Q_CLUSTER.items() if k not in ("orm", "redis")
+    } | {"redis": "redis://127.0.0.1:6379/0"}
+
+    messages = [m for m in run_checks() if m.id == "django_runway_feed.E013"]
+    assert check_errors() == ["django_runway_feed.E013"]
+    assert messages[0].hint == (
+        "Install it (pip install redis) or use the ORM broker: Q_CLUSTER['orm'] = 'default'."
+    )
+
+
+def test_check_command_fails_when_default_broker_is_redis_without_package(settings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    settings.Q_CLUSTER = {k: v for k, v in settings.Q_CLUSTER.items() if k not in ("orm", "redis")}
+
+    assert check_errors() == ["django_runway_feed.E013"]
+
+
+def test_check_command_passes_with_orm_broker(settings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    settings.Q_CLUSTER = {
+        k: v for k, v in settings.Q_CLUSTER.items() if k not in ("orm", "redis")
+    } | {"orm": "default"}
+
+    assert check_errors() == []
+
+
+def test_check_command_fails_when_timeout_does_not_fit_poll_run(settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 60, "retry": 180}
+
+    assert check_errors() == ["django_runway_feed.E005"]
+
+
+def test_check_cluster_timeout_and_retry_hints_agree(settings):
+    # timeout 60 with django-q2's default retry (60): both are wrong, and one fix cures both.
+    settings.RUNWAY_FEED = {"API_KEY": "k"}
+    settings.Q_CLUSTER = {k: v for k, v in settings.Q_CLUSTER.items() if k != "retry"}
+    settings.Q_CLUSTER["timeout"] = 60
+
+    messages = {
+        m.id: m
+        for m in run_checks()
+        if m.id in ("django_runway_feed.E005", "django_runway_feed.E006")
+    }
+    assert sorted(messages) == ["django_runway_feed.E005", "django_runway_feed.E006"]
+    assert messages["django_runway_feed.E005"].hint == messages["django_runway_feed.E006"].hint
+    assert "(85 s)" in messages["django_runway_feed.E006"].msg
+    assert messages["django_runway_feed.E006"].hint == (
+        "Set Q_CLUSTER['timeout'] to at least 85 and Q_CLUSTER['retry'] above it "
+        "(for example 145), or lower RUNWAY_FEED['POLL_WINDOW']."
+    )
+
+
+def test_check_cluster_hint_followed_passes(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k"}
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 85, "retry": 145}
+
+    assert check_errors() == []

@@ -112,3 +112,45 @@ def test_qcluster_drives_every_task_to_its_end(real_time_api, tmp_path):
         times = [call.at for call in server.feed_calls(task.task_id)]
         assert times, task
         assert all(b - a >= POLL_INTERVAL for a, b in itertools.pairwise(times)), (task, times)
+
+
+def test_one_worker_stores_the_result_within_seconds_of_success(
+    real_time_api, tmp_path, monkeypatch, settings
+):
+    # The quick start's SQLite setup: one worker, downloads on. The poll run holds that worker
+    # for POLL_WINDOW; it must hand it back to the download job instead of finishing its window.
+    server, feed = real_time_api
+    feed = {
+        **feed,
+        "POLL_WINDOW": 40,
+        "DOWNLOAD_RESULTS": True,
+        "DOWNLOAD_ALLOW_HTTP": True,
+        "DOWNLOAD_ALLOWED_NETWORKS": ["127.0.0.0/8"],
+    }
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, **feed}
+    monkeypatch.setenv("RUNWAY_TEST_WORKERS", "1")
+    monkeypatch.setenv("RUNWAY_TEST_MEDIA_ROOT", str(tmp_path / "media"))
+    get_broker().purge_queue()
+    server.script_next(TaskScript(queued_for=1, run_for=3))
+    task = RunwayTask.objects.generate("one worker", metadata={"scenario": "one worker"})
+
+    cluster = start_cluster(feed, tmp_path / "qcluster.log")
+    try:
+        async_task(POLL_FUNC)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            task.refresh_from_db()
+            if task.downloaded_at:
+                break
+            time.sleep(0.5)
+    finally:
+        stop([cluster])
+
+    assert task.downloaded_at, (tmp_path / "qcluster.log").read_text()[-3000:]
+    succeeded = TaskEvent.objects.get(
+        task=task, kind=EventKind.TRANSITION, to_status=Status.SUCCEEDED
+    ).created_at
+    delay = (task.downloaded_at - succeeded).total_seconds()
+    print(f"stored {delay:.1f} s after success (POLL_WINDOW 40 s, one worker)")
+    assert delay < 15  # generous; without the hand-back it is the rest of the 40 s window
+    assert (tmp_path / "media").exists()

@@ -68,9 +68,10 @@ def test_new_video_without_prompt_or_image_shows_app_error_next_to_prompt(alice_
     response = post_new(alice_client, prompt="")
 
     assert response.status_code == 200
-    assert response.context["form"].errors == {"prompt": ["prompt is required."]}
-    assert '<ul class="errors" id="id_prompt_errors"><li>prompt is required.</li></ul>' in (
-        response.content.decode()
+    assert response.context["form"].errors == {"prompt": ["Enter a prompt or an image URL."]}
+    assert (
+        '<ul class="errors" id="id_prompt_errors"><li>Enter a prompt or an image URL.</li></ul>'
+        in (response.content.decode())
     )
     assert RunwayTask.objects.count() == 0
     assert api.create_requests == []
@@ -80,7 +81,9 @@ def test_new_video_non_http_image_is_refused_by_the_app_on_the_image_field(alice
     # Django's URLField accepts ftp://; generate() does not, and its message lands on "image".
     response = post_new(alice_client, image="ftp://example.com/cat.png")
 
-    assert response.context["form"].errors == {"image": ["image must be an absolute http(s) URL."]}
+    assert response.context["form"].errors == {
+        "image": ["Enter an image URL that starts with http:// or https://."]
+    }
     assert RunwayTask.objects.count() == 0
 
 
@@ -88,7 +91,7 @@ def test_new_video_prompt_too_long_is_refused_by_the_app(alice_client, api):
     response = post_new(alice_client, prompt="x" * 1001)
 
     assert response.context["form"].errors == {
-        "prompt": ["prompt must be at most 1000 characters."]
+        "prompt": ["Keep the prompt to 1000 characters (it has 1001)."]
     }
 
 
@@ -169,6 +172,7 @@ def test_status_json_reports_own_task(alice_client, alice, api, clock):
         "status": "running",
         "status_label": "Running",
         "progress": task.progress,
+        "show_progress": True,
         "finished": False,
         "video_url": "",
         "failure": "",

@@ -83,6 +83,7 @@ def test_status_json_has_the_documented_shape(healthy):
         "last_run",
         "last_run_at",
         "last_success_at",
+        "last_task_polled_at",
         "pause_reason",
         "paused",
         "paused_until",
@@ -188,6 +189,26 @@ def test_status_text_shows_seconds_since_last_success(healthy, capsys):
 
     out = capsys.readouterr().out
     assert f"Last successful poll: {last.isoformat()} (42 s ago)" in out
+
+
+def test_status_text_during_first_run_shows_task_polls(capsys):
+    PollerState.objects.all().delete()
+    make_task(Status.SUCCEEDED, last_polled_at=timezone.now() - dt.timedelta(seconds=7))
+
+    call_command("runway_status")
+
+    out = capsys.readouterr().out
+    assert "Last successful poll: no poll run has finished yet; a task was polled 7 s ago" in out
+    assert "never" not in out
+
+
+def test_status_text_without_any_poll_says_never(capsys):
+    PollerState.objects.all().delete()
+    make_task(Status.QUEUED)
+
+    call_command("runway_status")
+
+    assert "Last successful poll: never" in capsys.readouterr().out
 
 
 def test_status_counts_take_the_statistics_past_the_limit_on_postgresql(monkeypatch):

@@ -119,14 +119,22 @@ def test_generate_links_host_object_and_metadata(api):
 # -- validation before any HTTP -------------------------------------------------------------
 
 INVALID_GENERATE = [
-    ({"prompt": ""}, "prompt", "prompt is required."),
-    ({"prompt": "x" * 1001}, "prompt", "prompt must be at most 1000 characters."),
-    ({"prompt": "a", "image": "ftp://x/y.png"}, "image", "image must be an absolute http(s) URL."),
-    ({"prompt": "a", "image": "/relative.png"}, "image", "image must be an absolute http(s) URL."),
+    ({"prompt": ""}, "prompt", "Enter a prompt or an image URL."),
+    ({"prompt": "x" * 1001}, "prompt", "Keep the prompt to 1000 characters (it has 1001)."),
+    (
+        {"prompt": "a", "image": "ftp://x/y.png"},
+        "image",
+        "Enter an image URL that starts with http:// or https://.",
+    ),
+    (
+        {"prompt": "a", "image": "/relative.png"},
+        "image",
+        "Enter an image URL that starts with http:// or https://.",
+    ),
     (
         {"prompt": "a", "image": "javascript:alert(1)"},
         "image",
-        "image must be an absolute http(s) URL.",
+        "Enter an image URL that starts with http:// or https://.",
     ),
     (
         {"prompt": "a", "ratio": "16/9"},
@@ -220,8 +228,8 @@ def test_runway_submit_rejects_metadata_that_is_not_an_object(api):
         (
             {"video": "nope", "prompt": ""},
             {
-                "video": ["video must be an absolute http(s) URL."],
-                "prompt": ["prompt is required."],
+                "video": ["Enter a video URL that starts with http:// or https://."],
+                "prompt": ["Enter a prompt."],
             },
         ),
         (
@@ -252,8 +260,8 @@ def test_act_one_requires_both_urls(api):
         RunwayTask.objects.act_one("", None)
 
     assert info.value.message_dict == {
-        "video": ["video is required."],
-        "image": ["image is required."],
+        "video": ["Enter a video URL."],
+        "image": ["Enter an image URL."],
     }
     assert api.create_requests == []
 
@@ -446,10 +454,11 @@ def test_runway_submit_json_output(live_api, capsys):
 
 
 def test_runway_submit_invalid_arguments(live_api):
+    # (--seconds 7 no longer gets this far: the parser offers 5 and 10 only.)
     with pytest.raises(
-        CommandError, match=r"Invalid arguments: seconds: seconds must be 5 or 10\."
+        CommandError, match=r"Invalid arguments: ratio: ratio must look like '1280:720'"
     ):
-        call_command("runway_submit", "generate", "--prompt", "a", "--seconds", "7")
+        call_command("runway_submit", "generate", "--prompt", "a", "--ratio", "16x9")
 
     assert live_api.create_requests == []
 

@@ -66,6 +66,8 @@ def task_state(task: RunwayTask) -> dict[str, Any]:
         "status": task.status,
         "status_label": task.get_status_display(),
         "progress": 100 if task.status == "succeeded" else task.progress,
+        # A failed task's last progress (often 97 %) would read as "nearly done": no bar.
+        "show_progress": task.status not in ("failed", "cancelled"),
         "finished": task.is_finished,
         "video_url": video_url(task),
         "failure": _problem(task),

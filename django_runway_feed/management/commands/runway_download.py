@@ -2,15 +2,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed import storage
 from django_runway_feed.exceptions import DownloadUnavailable
 from django_runway_feed.management.commands._follow import find_task
 from django_runway_feed.models import RunwayTask
 
+from ._base import RunwayCommand
 
-class Command(BaseCommand):
+
+class Command(RunwayCommand):
     help = (
         "Copy succeeded tasks' outputs into RUNWAY_FEED['STORAGE']: --task ID for one task, "
         "--missing for every succeeded task without a stored result. Downloads run here, one "

@@ -4,24 +4,37 @@ import secrets
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.testing import FakeCometAPI, TaskScript
 
+from ._base import RunwayCommand
 
-class Command(BaseCommand):
+
+class Command(RunwayCommand):
     help = (
         "Run the fake CometAPI server (Runway create routes and feed) for local work and demos. "
         "Tasks succeed after --run-seconds in real time; a prompt containing a --fail-prompt "
         "word fails like a moderation refusal."
     )
+    # The fake server needs none of the site's settings: it starts even while they are wrong.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8765)
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1)."
+        )
+        parser.add_argument(
+            "--port", type=int, default=8765, help="Port to listen on (default 8765; 0 = any)."
+        )
         parser.add_argument("--api-key", help="Key the server expects (default: a random one).")
         parser.add_argument("--latency", type=float, default=0.0, help="Seconds per response.")
-        parser.add_argument("--run-seconds", type=float, default=20.0)
+        parser.add_argument(
+            "--run-seconds",
+            type=float,
+            default=20.0,
+            help="Seconds a task takes from queued to finished (default 20).",
+        )
         parser.add_argument(
             "--fail-prompt",
             action="append",

@@ -3,14 +3,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed import services
 from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.management.commands._follow import find_task
 
+from ._base import RunwayCommand
 
-class Command(BaseCommand):
+
+class Command(RunwayCommand):
     help = (
         "Poll due Runway tasks once (until none is due), for --window seconds, or forever with "
         "--loop (for sites without a django-q2 cluster). --task polls one task now."

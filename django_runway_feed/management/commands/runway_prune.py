@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.conf import conf
 from django_runway_feed.pruning import DEFAULT_BATCH_SIZE, PruneResult, prune_finished_tasks
 from django_runway_feed.statuses import TERMINAL_STATUSES
 
+from ._base import RunwayCommand
 
-class Command(BaseCommand):
+
+class Command(RunwayCommand):
     help = (
         "Delete finished Runway tasks created more than --days days ago, with their events and "
         "stored files, in small batches. Safe while the poller runs; unfinished tasks are never "

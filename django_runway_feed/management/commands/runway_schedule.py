@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from django_runway_feed.schedules import install_schedule, remove_schedule
 
+from ._base import RunwayCommand
 
-class Command(BaseCommand):
+
+class Command(RunwayCommand):
     help = "Install (or update) the django-q2 Schedule that polls Runway tasks; --remove drops it."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from django.core.checks import ERROR, WARNING
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.health import status_report
 from django_runway_feed.statuses import Status
 
+from ._base import RunwayCommand
+
 FAIL_LEVELS = {"ERROR": ERROR, "WARNING": WARNING}
 
 
-class Command(BaseCommand):
+class Command(RunwayCommand):
     help = (
         "Show Runway tasks per status, the oldest unfinished task, stuck tasks and the poller's "
         "health. --json prints the same as a stable JSON document; --check exits non-zero when "
@@ -65,6 +68,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Last successful poll: {poller['last_success_at']} "
                 f"({poller['seconds_since_success']:.0f} s ago)"
+            )
+        elif poller["last_task_polled_at"]:
+            polled = dt.datetime.fromisoformat(poller["last_task_polled_at"])
+            generated = dt.datetime.fromisoformat(report["generated_at"])
+            self.stdout.write(
+                "Last successful poll: no poll run has finished yet; a task was polled "
+                f"{max(0.0, (generated - polled).total_seconds()):.0f} s ago"
             )
         else:
             self.stdout.write("Last successful poll: never")

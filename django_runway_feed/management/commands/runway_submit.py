@@ -4,12 +4,13 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed import validation
 from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.models import RunwayTask
 
+from ._base import RunwayCommand, add_django_options
 from ._follow import add_follow_arguments, report
 
 
@@ -38,7 +39,7 @@ def _metadata(value: str) -> Any:
         raise CommandError(f"--metadata is not valid JSON: {exc}") from None
 
 
-class Command(BaseCommand):
+class Command(RunwayCommand):
     help = (
         "Create a Runway task through CometAPI: generate (text or image to video), video2video "
         "or act_one. --wait follows it with a progress display; the command fails if the task "
@@ -49,31 +50,57 @@ class Command(BaseCommand):
         routes = parser.add_subparsers(dest="route", required=True)
 
         generate = routes.add_parser("generate", help="Text to video, or image to video.")
-        generate.add_argument("--prompt")
+        generate.add_argument(
+            "--prompt", help="What the video shows (needed unless --image is given)."
+        )
         generate.add_argument("--image", help="URL of the first frame (image to video).")
         generate.add_argument("--end-image", help="URL of the last frame.")
-        generate.add_argument("--model", default="gen4")
-        generate.add_argument("--ratio", default="1280:720")
-        generate.add_argument("--style")
-        generate.add_argument("--seconds", type=int, default=5)
+        generate.add_argument("--model", default="gen4", help="Runway model (default gen4).")
+        generate.add_argument(
+            "--ratio", default="1280:720", help="WIDTH:HEIGHT of the video (default 1280:720)."
+        )
+        generate.add_argument("--style", help="A style preset name, passed on as given.")
+        generate.add_argument(
+            "--seconds",
+            type=int,
+            choices=[5, 10],
+            default=5,
+            help="Length of the video in seconds (default 5).",
+        )
         generate.add_argument("--motion-vector", type=_motion, help="e.g. x=1,z=-2")
 
         video2video = routes.add_parser("video2video", help="Restyle a video.")
-        video2video.add_argument("--video", required=True)
-        video2video.add_argument("--prompt", required=True)
-        video2video.add_argument("--model", default="gen4")
-        video2video.add_argument("--structure-transformation", type=float, default=0.5)
-        video2video.add_argument("--flip", action="store_true")
-        video2video.add_argument("--seconds", type=int, default=5)
+        video2video.add_argument("--video", required=True, help="URL of the source video.")
+        video2video.add_argument("--prompt", required=True, help="The style to apply.")
+        video2video.add_argument("--model", default="gen4", help="Runway model (default gen4).")
+        video2video.add_argument(
+            "--structure-transformation",
+            type=float,
+            default=0.5,
+            help="How far the result may depart from the source's structure, 0-1 (default 0.5).",
+        )
+        video2video.add_argument(
+            "--flip", action="store_true", help="Send the route's flip option as true."
+        )
+        video2video.add_argument(
+            "--seconds",
+            type=int,
+            choices=[5, 10],
+            default=5,
+            help="Length of the video in seconds (default 5).",
+        )
 
         act_one = routes.add_parser("act_one", help="Move a performance onto a character.")
-        act_one.add_argument("--video", required=True)
-        act_one.add_argument("--image", required=True)
+        act_one.add_argument("--video", required=True, help="URL of the performance video.")
+        act_one.add_argument("--image", required=True, help="URL of the character image.")
 
         for sub in (generate, video2video, act_one):
-            sub.add_argument("--idempotency-key")
+            sub.add_argument(
+                "--idempotency-key", help="A second call with the same key returns the first task."
+            )
             sub.add_argument("--metadata", type=_metadata, help="JSON object stored on the row.")
             add_follow_arguments(sub)
+            add_django_options(sub)
 
     def handle(self, *, route: str, **options: Any) -> None:
         common = {

@@ -3,18 +3,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.models import RunwayTask
 
+from ._base import RunwayCommand
 from ._follow import add_follow_arguments, report
 
 
-class Command(BaseCommand):
+class Command(RunwayCommand):
     help = "Follow a Runway task created elsewhere (idempotent); --wait shows its progress."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("task_id")
+        parser.add_argument("task_id", help="The provider's task id (as CometAPI returned it).")
         add_follow_arguments(parser)
 
     def handle(

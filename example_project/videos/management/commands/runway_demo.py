@@ -93,8 +93,8 @@ class Command(BaseCommand):
         pks = [task.pk for task in tasks]
         while True:
             rows = list(RunwayTask.objects.filter(pk__in=pks).order_by("pk"))
-            line = "  ".join(
-                f"{row.metadata['demo'][:10]}: {row.status} {row.progress}%" for row in rows
+            line = " | ".join(
+                f"{row.metadata['demo']}: {row.status} {row.progress}%" for row in rows
             )
             self.stdout.write(f"[{time.strftime('%H:%M:%S')}] {line}")
             if all(row.is_finished for row in rows):
