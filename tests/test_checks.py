@@ -3,11 +3,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.core.checks import run_checks
+
+from tests.system_checks import checks_without_databases
 
 
 def ids(settings_dict=None):
-    return sorted(m.id for m in run_checks() if m.id and m.id.startswith("django_runway_feed"))
+    return sorted(
+        m.id for m in checks_without_databases() if m.id and m.id.startswith("django_runway_feed")
+    )
 
 
 def test_checks_pass_with_valid_settings(settings):
@@ -25,7 +28,7 @@ def test_checks_warn_on_missing_api_key(settings):
 def test_checks_warn_on_unknown_key_with_suggestion(settings):
     settings.RUNWAY_FEED = {"API_KEY": "k", "POLL_INTERVALL": 5}
 
-    messages = [m for m in run_checks() if m.id == "django_runway_feed.W001"]
+    messages = [m for m in checks_without_databases() if m.id == "django_runway_feed.W001"]
     assert len(messages) == 1
     assert messages[0].hint == "Did you mean RUNWAY_FEED['POLL_INTERVAL']?"
 
@@ -51,7 +54,7 @@ def test_checks_reject_non_dict(settings):
 def test_checks_reject_wrong_types(settings, key, value):
     settings.RUNWAY_FEED = {"API_KEY": "k", key: value}
 
-    messages = [m for m in run_checks() if m.id == "django_runway_feed.E002"]
+    messages = [m for m in checks_without_databases() if m.id == "django_runway_feed.E002"]
     assert [m.msg.split(" must ")[0] for m in messages] == [f"RUNWAY_FEED['{key}']"]
 
 
@@ -94,4 +97,4 @@ def test_check_command_reports_hint(settings, capsys):
     settings.RUNWAY_FEED = {"API_KEY": "k", "POLL_INTERVAL": 30, "MAX_POLL_INTERVAL": 10}
 
     with pytest.raises(SystemCheckError, match=r"Make RUNWAY_FEED\['MAX_POLL_INTERVAL'\]"):
-        call_command("check")
+        call_command("check", databases=[])
