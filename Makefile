@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test lint install clean bench
+.PHONY: demo serve test lint install clean bench matrix
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The test matrix (noxfile.py): every supported Python x Django on SQLite and the minimum
+# versions; NOX_ARGS="-s services" (PostgreSQL + Redis) or "-s package" (build, twine check).
+matrix: $(STAMP)
+	$(VENV)/bin/nox $(NOX_ARGS)
+
 # `make bench BENCH_ARGS=--quick` for the small sizes CI uses. DATABASE_URL picks PostgreSQL.
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do \
@@ -38,4 +43,4 @@ bench: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info example.sqlite3 tests/test*.sqlite3
+	rm -rf $(VENV) .nox build dist *.egg-info example.sqlite3 tests/test*.sqlite3
