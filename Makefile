@@ -28,8 +28,12 @@ lint: $(STAMP)
 	$(PY) manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django makemigrations --check --dry-run
 
+# pytest-xdist runs the suite on every core (PYTEST_WORKERS=1: one process, in order);
+# loadgroup keeps the tests marked xdist_group on one worker.
+PYTEST_WORKERS ?= auto
+
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The test matrix (noxfile.py): every supported Python x Django on SQLite and the minimum
 # versions; NOX_ARGS="-s services" (PostgreSQL + Redis) or "-s package" (build, twine check).

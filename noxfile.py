@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -56,13 +58,23 @@ COMBINATIONS = [
 ]
 OLDEST, NEWEST = ("3.11", "5.2"), ("3.13", "6.1")
 
-# Tests that start processes, a browser or run for minutes: once per matrix run is enough (the
-# newest combination on PostgreSQL + Redis, and `make test`).
-SLOW_MARKERS = "not (cluster or browser)"
+# Tests that start a qcluster or a browser, or take a minute whatever the versions: once per
+# matrix run is enough (the newest pair on PostgreSQL + Redis, and `make test`).
+SLOW_MARKERS = "not (cluster or browser or slow)"
+# What the package session runs from the unpacked sdist: enough to prove the suite runs there.
+SDIST_TESTS = [
+    "-m",
+    SLOW_MARKERS,
+    "tests/test_packaging.py",
+    "tests/test_checks.py",
+    "tests/test_admin.py",
+    "tests/test_example_site.py",
+]
 
 
-def _workers() -> str:
-    return os.environ.get("PYTEST_WORKERS", "auto")
+def _parallel() -> list[str]:
+    # loadgroup: tests marked xdist_group share one worker (the builds in test_packaging).
+    return ["-n", os.environ.get("PYTEST_WORKERS", "auto"), "--dist", "loadgroup"]
 
 
 def _check_migrations(session: nox.Session) -> None:
@@ -79,7 +91,7 @@ def _check_migrations(session: nox.Session) -> None:
 
 
 def _pytest(session: nox.Session, *args: str) -> None:
-    session.run("python", "-m", "pytest", "-n", _workers(), *args, *session.posargs)
+    session.run("python", "-m", "pytest", *_parallel(), *args, *session.posargs)
 
 
 @nox.session
@@ -87,7 +99,7 @@ def _pytest(session: nox.Session, *args: str) -> None:
     ("python", "django"), COMBINATIONS, ids=[f"{p}-django{d}" for p, d in COMBINATIONS]
 )
 def tests(session: nox.Session, django: str) -> None:
-    """One combination on SQLite and the ORM broker (no cluster or browser tests)."""
+    """One pair on SQLite and the ORM broker (without the cluster, browser and slow tests)."""
     session.install("-e", ".[test]", f"django~={django}.0")
     _check_migrations(session)
     _pytest(session, "-m", SLOW_MARKERS)
@@ -127,13 +139,25 @@ def services(session: nox.Session, django: str) -> None:
     newest = (session.python, django) == NEWEST
     env = {"REQUIRE_SERVICES": "1"} if newest else {}
     args = [] if newest else ["-m", SLOW_MARKERS]
-    session.run("python", "-m", "pytest", "-n", _workers(), *args, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", *_parallel(), *args, *session.posargs, env=env)
 
 
 @nox.session(python=NEWEST[0])
 def package(session: nox.Session) -> None:
-    """Build the sdist and the wheel, check them with twine, and run the sdist's own tests."""
+    """Build the sdist and the wheel, check them with twine, and run tests from the sdist."""
     session.install("build", "twine")
-    dist = Path(session.create_tmp()) / "dist"
+    tmp = Path(session.create_tmp())
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))
-    session.run("python", "-m", "twine", "check", "--strict", *map(str, dist.iterdir()))
+    session.run("python", "-m", "twine", "check", "--strict", *map(str, sorted(dist.iterdir())))
+    # The sdist is complete: its own test suite runs from the unpacked tree.
+    (sdist,) = dist.glob("*.tar.gz")
+    unpacked = tmp / "sdist"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(unpacked, filter="data")
+    (source,) = unpacked.iterdir()
+    session.install(f"{source}[test]")
+    session.chdir(source)
+    session.run("python", "-m", "pytest", *_parallel(), *SDIST_TESTS, *session.posargs)

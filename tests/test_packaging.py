@@ -13,9 +13,15 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
+# Both builds write their metadata into the checkout: one pytest-xdist worker runs them in turn.
+build_in_checkout = pytest.mark.xdist_group("build_in_checkout")
 
+
+@build_in_checkout
 def test_wheel_contents(tmp_path):
     subprocess.run(
         [
@@ -77,6 +83,7 @@ def build_sdist(tmp_path: Path) -> list[str]:
         return [member.name.split("/", 1)[1] for member in sdist.getmembers() if member.isfile()]
 
 
+@build_in_checkout
 def test_sdist_is_complete(tmp_path):
     names = build_sdist(tmp_path)
 
