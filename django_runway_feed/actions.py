@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.functional import lazy
+from django.utils.translation import gettext, ngettext, ngettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from . import outbox, services, storage
 from .client import CometAPIClient
@@ -28,6 +31,7 @@ from .statuses import FailureCode, Status
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
+    from django_stubs_ext import StrOrPromise
 
 # Poll now and resubmit send one request per task, one after another, while the admin's request
 # waits. Beyond this many tasks at once the page would hang: the rest are skipped.
@@ -38,27 +42,47 @@ MAX_API_CALLS = 25
 SUBMISSION_IN_FLIGHT = dt.timedelta(minutes=5)
 RESUBMITTABLE_ROUTES = frozenset({Route.GENERATE, Route.VIDEO_TO_VIDEO, Route.ACT_ONE})
 
-# Why a task was skipped. Reports count tasks per reason.
-ALREADY_FINISHED = "already finished"
-NOT_ACCEPTED = "not accepted by CometAPI yet (no task id to poll)"
-TOO_MANY = f"more than {MAX_API_CALLS} selected at once (run the rest in another go)"
-BUSY = "being polled by a worker right now, or finished meanwhile"
-NOT_GIVEN_UP = "not given up (only failed tasks with code timeout or not_found can resume)"
-CHANGED = "changed meanwhile (reload the page)"
-IN_FLIGHT = "its create call may still be in flight"
-NO_REQUEST = "no request to send again (a tracked task, or created elsewhere)"
-STILL_RUNNING = "still in progress (stop it first to replace it)"
+
+def _too_many() -> str:
+    return gettext("more than %(count)d selected at once (run the rest in another go)") % {
+        "count": MAX_API_CALLS
+    }
+
+
+# Why a task was skipped. Reports count tasks per reason. Lazy: translated when shown.
+ALREADY_FINISHED = _("already finished")
+NOT_ACCEPTED = _("not accepted by CometAPI yet (no task id to poll)")
+TOO_MANY = lazy(_too_many, str)()
+BUSY = _("being polled by a worker right now, or finished meanwhile")
+NOT_GIVEN_UP = _("not given up (only failed tasks with code timeout or not_found can resume)")
+CHANGED = _("changed meanwhile (reload the page)")
+IN_FLIGHT = _("its create call may still be in flight")
+NO_REQUEST = _("no request to send again (a tracked task, or created elsewhere)")
+STILL_RUNNING = _("still in progress (stop it first to replace it)")
+
+# What each action reports it did, by ActionReport.verb; "count" picks the plural form.
+DONE = {
+    "Polled": ngettext_lazy("Polled %(count)d task.", "Polled %(count)d tasks.", "count"),
+    "Resumed": ngettext_lazy("Resumed %(count)d task.", "Resumed %(count)d tasks.", "count"),
+    "Stopped": ngettext_lazy("Stopped %(count)d task.", "Stopped %(count)d tasks.", "count"),
+    "Resubmitted": ngettext_lazy(
+        "Resubmitted %(count)d task.", "Resubmitted %(count)d tasks.", "count"
+    ),
+    "Queued the download of": ngettext_lazy(
+        "Queued the download of %(count)d task.", "Queued the download of %(count)d tasks.", "count"
+    ),
+}
 
 
 @dataclass
 class ActionReport:
     """What one action did: the rows it changed (or created) and the ones it skipped, by reason."""
 
-    verb: str
+    verb: str  # a key of DONE
     done: list[RunwayTask] = field(default_factory=list)
-    skipped: dict[str, list[RunwayTask]] = field(default_factory=dict)
+    skipped: dict[StrOrPromise, list[RunwayTask]] = field(default_factory=dict)
 
-    def skip(self, task: RunwayTask, reason: str) -> None:
+    def skip(self, task: RunwayTask, reason: StrOrPromise) -> None:
         self.skipped.setdefault(reason, []).append(task)
 
     @property
@@ -67,16 +91,24 @@ class ActionReport:
 
     def message(self) -> str:
         """One sentence for the operator, e.g. ``Stopped 2 tasks. Skipped 1: already finished.``"""
-        parts = [f"{self.verb} {_count(len(self.done))}."]
+        parts = [DONE[self.verb] % {"count": len(self.done)}]
         if self.skipped:
             # A reason may be an exception's sentence, with its own full stop.
             reasons = "; ".join(
-                f"{len(tasks)} {reason.rstrip('.')}"
+                f"{len(tasks)} {str(reason).rstrip('.')}"
                 if self.skipped_count > 1
-                else reason.rstrip(".")
+                else str(reason).rstrip(".")
                 for reason, tasks in self.skipped.items()
             )
-            parts.append(f"Skipped {_count(self.skipped_count)}: {reasons}.")
+            count = self.skipped_count
+            parts.append(
+                ngettext(
+                    "Skipped %(count)d task: %(reasons)s.",
+                    "Skipped %(count)d tasks: %(reasons)s.",
+                    count,
+                )
+                % {"count": count, "reasons": reasons}
+            )
         return " ".join(parts)
 
 
@@ -84,7 +116,7 @@ class ActionReport:
 # by the same rules.
 
 
-def why_not_poll(task: RunwayTask) -> str | None:
+def why_not_poll(task: RunwayTask) -> StrOrPromise | None:
     if task.is_finished:
         return ALREADY_FINISHED
     if task.status not in POLLABLE_STATUSES:
@@ -92,11 +124,11 @@ def why_not_poll(task: RunwayTask) -> str | None:
     return None
 
 
-def why_not_resume(task: RunwayTask) -> str | None:
+def why_not_resume(task: RunwayTask) -> StrOrPromise | None:
     return None if task.is_given_up else NOT_GIVEN_UP
 
 
-def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> str | None:
+def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> StrOrPromise | None:
     if task.is_finished:
         return ALREADY_FINISHED
     if may_be_in_flight(task, now):
@@ -104,7 +136,7 @@ def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> str | None
     return None
 
 
-def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> str | None:
+def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> StrOrPromise | None:
     if task.route not in RESUBMITTABLE_ROUTES or not task.request:
         return NO_REQUEST
     if task.status in POLLABLE_STATUSES:
@@ -116,7 +148,7 @@ def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> str | 
 
 def _call_api_for_each(
     tasks: Iterable[RunwayTask],
-    why_not: Callable[[RunwayTask], str | None],
+    why_not: Callable[[RunwayTask], StrOrPromise | None],
     call: Callable[[RunwayTask, CometAPIClient], None],
     *,
     client: CometAPIClient | None,
@@ -148,10 +180,6 @@ def _call_api_for_each(
         for task in todo:
             call(task, client)
     return report
-
-
-def _count(number: int) -> str:
-    return f"{number} task" if number == 1 else f"{number} tasks"
 
 
 def _by(actor: str) -> str:

@@ -833,10 +833,34 @@ class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
 class PollerStateAdmin(ReadOnlyAdmin, PollerStateAdminBase):
     """The poller's shared row, read-only: its heartbeat and the API pause."""
 
-    list_display = ("__str__", "last_run_at", "last_success_at", "paused_until")
-    fields = ("last_run_at", "last_success_at", "last_run_json", "paused_until", "pause_reason")
+    # The model's fields have no verbose names (adding them would need a migration): the
+    # labels are translated here.
+    list_display = ("__str__", "last_run_time", "last_success_time", "paused_until_time")
+    fields = (
+        "last_run_time",
+        "last_success_time",
+        "last_run_json",
+        "paused_until_time",
+        "pause_reason_text",
+    )
     readonly_fields = fields
+
+    @admin.display(description=_("last run at"), ordering="last_run_at")
+    def last_run_time(self, state: PollerState) -> dt.datetime | None:
+        return state.last_run_at
+
+    @admin.display(description=_("last successful run at"), ordering="last_success_at")
+    def last_success_time(self, state: PollerState) -> dt.datetime | None:
+        return state.last_success_at
 
     @admin.display(description=_("last run"))
     def last_run_json(self, state: PollerState) -> SafeString:
         return pretty_json(state.last_run)
+
+    @admin.display(description=_("paused until"), ordering="paused_until")
+    def paused_until_time(self, state: PollerState) -> dt.datetime | None:
+        return state.paused_until
+
+    @admin.display(description=_("pause reason"))
+    def pause_reason_text(self, state: PollerState) -> str:
+        return state.pause_reason

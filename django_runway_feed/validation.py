@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
 
 from .feed import clean_url
 
@@ -51,10 +52,10 @@ def _is_number(value: Any) -> bool:
 def _url(errors: _Errors, name: str, value: Any, *, required: bool) -> str | None:
     if value in (None, ""):
         if required:
-            errors.add(name, f"{name} is required.")
+            errors.add(name, _("%(name)s is required.") % {"name": name})
         return None
     if not clean_url(value):
-        errors.add(name, f"{name} must be an absolute http(s) URL.")
+        errors.add(name, _("%(name)s must be an absolute http(s) URL.") % {"name": name})
         return None
     return str(value).strip()
 
@@ -62,13 +63,16 @@ def _url(errors: _Errors, name: str, value: Any, *, required: bool) -> str | Non
 def _prompt(errors: _Errors, value: Any, *, required: bool) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            errors.add("prompt", "prompt is required.")
+            errors.add("prompt", _("%(name)s is required.") % {"name": "prompt"})
         return ""
     if not isinstance(value, str):
-        errors.add("prompt", "prompt must be a string.")
+        errors.add("prompt", _("prompt must be a string."))
         return ""
     if len(value) > MAX_PROMPT_CHARS:
-        errors.add("prompt", f"prompt must be at most {MAX_PROMPT_CHARS} characters.")
+        errors.add(
+            "prompt",
+            _("prompt must be at most %(count)d characters.") % {"count": MAX_PROMPT_CHARS},
+        )
     return value.strip()
 
 
@@ -77,7 +81,7 @@ def _model(errors: _Errors, value: Any) -> None:
         "model",
         value,
         lambda v: isinstance(v, str) and MODEL_RE.fullmatch(v) is not None,
-        "model must be a model name such as 'gen4' or 'gen4_turbo'.",
+        _("model must be a model name such as 'gen4' or 'gen4_turbo'."),
     )
 
 
@@ -86,30 +90,34 @@ def _seconds(errors: _Errors, value: Any) -> None:
         "seconds",
         value,
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v in SECONDS_CHOICES,
-        "seconds must be 5 or 10.",
+        _("seconds must be 5 or 10."),
     )
 
 
 def _unknown(errors: _Errors, extra: dict[str, Any]) -> None:
     for name in sorted(extra):
-        errors.add(name, f"Unknown argument {name!r}.")
+        errors.add(name, _("Unknown argument %(name)r.") % {"name": name})
 
 
 def _motion_vector(errors: _Errors, value: Any) -> dict[str, float] | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not value:
-        errors.add("motion_vector", "motion_vector must be a dict of camera moves.")
+        errors.add("motion_vector", _("motion_vector must be a dict of camera moves."))
         return None
     low, high = MOTION_RANGE
     for key, amount in value.items():
         if key not in MOTION_VECTOR_KEYS:
             errors.add(
                 "motion_vector",
-                f"motion_vector has an unknown key {key!r}; use {', '.join(MOTION_VECTOR_KEYS)}.",
+                _("motion_vector has an unknown key %(key)r; use %(keys)s.")
+                % {"key": key, "keys": ", ".join(MOTION_VECTOR_KEYS)},
             )
         elif not _is_number(amount) or not low <= amount <= high:
-            errors.add("motion_vector", f"motion_vector[{key!r}] must be a number from -10 to 10.")
+            errors.add(
+                "motion_vector",
+                _("motion_vector[%(key)r] must be a number from -10 to 10.") % {"key": key},
+            )
     return dict(value)
 
 
@@ -131,21 +139,21 @@ def generate_body(
     image_url = _url(errors, "image", image, required=False)
     end_url = _url(errors, "end_image", end_image, required=False)
     if end_url and not image_url and "image" not in errors.by_field:
-        errors.add("end_image", "end_image needs an image (the first frame).")
+        errors.add("end_image", _("end_image needs an image (the first frame)."))
     text = _prompt(errors, prompt, required=image_url is None and "image" not in errors.by_field)
     _model(errors, model)
     errors.check(
         "ratio",
         ratio,
         lambda v: isinstance(v, str) and RATIO_RE.fullmatch(v) is not None,
-        "ratio must look like '1280:720' (width:height).",
+        _("ratio must look like '1280:720' (width:height)."),
     )
     if style is not None:
         errors.check(
             "style",
             style,
             lambda v: isinstance(v, str) and 0 < len(v) <= 64,
-            "style must be a short name such as 'cinematic'.",
+            _("style must be a short name such as 'cinematic'."),
         )
     _seconds(errors, seconds)
     vector = _motion_vector(errors, motion_vector)
@@ -187,9 +195,9 @@ def video_to_video_body(
         "structure_transformation",
         structure_transformation,
         lambda v: _is_number(v) and 0 <= v <= 1,
-        "structure_transformation must be a number from 0 to 1.",
+        _("structure_transformation must be a number from 0 to 1."),
     )
-    errors.check("flip", flip, lambda v: isinstance(v, bool), "flip must be True or False.")
+    errors.check("flip", flip, lambda v: isinstance(v, bool), _("flip must be True or False."))
     _seconds(errors, seconds)
     errors.raise_if_any()
     return {
@@ -220,12 +228,17 @@ def metadata(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise ValidationError(
-            {"metadata": [f"metadata must be a dict (a JSON object); got {type(value).__name__}."]}
+            {
+                "metadata": [
+                    _("metadata must be a dict (a JSON object); got %(type)s.")
+                    % {"type": type(value).__name__}
+                ]
+            }
         )
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
-        message = f"metadata must be JSON-serialisable: {exc}"
+        message = _("metadata must be JSON-serialisable: %(error)s") % {"error": exc}
         raise ValidationError({"metadata": [message]}) from None
     return value
 
@@ -236,6 +249,6 @@ def idempotency_key(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= 255:
         raise ValidationError(
-            {"idempotency_key": ["idempotency_key must be a string of 1 to 255 characters."]}
+            {"idempotency_key": [_("idempotency_key must be a string of 1 to 255 characters.")]}
         )
     return value

@@ -49,6 +49,7 @@ def test_wheel_contents(tmp_path):
     assert "django_runway_feed/migrations/0002_downloads_resubmit_budget.py" in names
     assert "django_runway_feed/static/django_runway_feed/admin.css" in names
     assert "django_runway_feed/testing/media/sample.mp4" in names
+    assert "django_runway_feed/locale/de/LC_MESSAGES/django.mo" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     templates = [n for n in names if n.startswith("django_runway_feed/templates/")]
     assert any(n.endswith("change_list.html") for n in templates)
@@ -106,6 +107,8 @@ def test_sdist_is_complete(tmp_path):
         "example_project/environment.py",
         "example_project/videos/templates/videos/list.html",
         "benchmarks/common.py",
+        "django_runway_feed/locale/de/LC_MESSAGES/django.po",
+        "django_runway_feed/locale/de/LC_MESSAGES/django.mo",
     ]:
         assert needed in names, needed
     assert not [n for n in names if n.endswith((".pyc", ".sqlite3")) or "/.venv/" in f"/{n}"]
