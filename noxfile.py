@@ -1,14 +1,15 @@
 """The test matrix: every supported Python with every supported Django.
 
-    nox                      every combination on SQLite, and the declared minimum versions
-    nox -s services          the oldest and the newest combination on PostgreSQL + Redis
-                             (DATABASE_URL and REDIS_URL must be set), with the cluster, soak
-                             and browser tests on the newest
+    nox                      every pair on SQLite, and the declared minimum versions
+    nox -s services          the oldest and the newest pair on PostgreSQL + Redis
+                             (DATABASE_URL and REDIS_URL must be set), with the cluster, soak,
+                             browser and slow tests on the newest
     nox -s package           build the sdist and the wheel, twine check, run the sdist's tests
-    nox -l                   list the sessions; ``-s "tests-3.13(django='6.1')"`` runs one
+    nox -l                   list the sessions; ``-s "tests(3.13-django6.1)"`` runs one
 
-Arguments after ``--`` go to pytest. The README's ``make test`` stays the quick check on the
-default interpreter (with ruff, mypy and the migrations check).
+Arguments after ``--`` go to pytest. ``make matrix`` runs nox from the project's .venv. The
+README's ``make test`` stays the check on the default interpreter (with ruff, mypy and the
+migrations check).
 """
 
 from __future__ import annotations
