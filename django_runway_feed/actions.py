@@ -338,16 +338,23 @@ def resubmit(
     return _call_api_for_each(
         tasks,
         lambda task: why_not_resubmit(task, now),
-        lambda task, client: _resubmit_one(task, actor, client, report),
+        lambda task, client: _resubmit_one(task, actor, client, report, started=now),
         client=client,
         report=report,
     )
 
 
 def _resubmit_one(
-    task: RunwayTask, actor: str, client: CometAPIClient, report: ActionReport
+    task: RunwayTask,
+    actor: str,
+    client: CometAPIClient,
+    report: ActionReport,
+    *,
+    started: dt.datetime,
 ) -> None:
-    previous_resubmissions = _resubmitted_events(task).count()
+    # Only resubmissions recorded before this action started: a click racing this one may
+    # finish and record its own first, and this one must still derive the same key.
+    previous_resubmissions = _resubmitted_events(task).filter(created_at__lt=started).count()
     try:
         new = services.submit_task(
             task.route,
