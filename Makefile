@@ -47,4 +47,4 @@ bench: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) .nox build dist *.egg-info example.sqlite3 tests/test*.sqlite3
+	rm -rf $(VENV) .nox build dist *.egg-info example.sqlite3 tests/test*.sqlite3*
