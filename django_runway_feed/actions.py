@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.translation import gettext, ngettext, ngettext_lazy
@@ -27,11 +28,14 @@ from . import outbox, services, storage
 from .client import CometAPIClient
 from .exceptions import DownloadUnavailable, RunwayFeedError
 from .models import POLLABLE_STATUSES, EventKind, Route, RunwayTask, TaskEvent
+from .polling import DATABASE_TROUBLE
 from .statuses import FailureCode, Status
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
     from django_stubs_ext import StrOrPromise
+
+logger = logging.getLogger(__name__)
 
 # Poll now and resubmit send one request per task, one after another, while the admin's request
 # waits. Beyond this many tasks at once the page would hang: the rest are skipped.
@@ -81,9 +85,14 @@ class ActionReport:
     verb: str  # a key of DONE
     done: list[RunwayTask] = field(default_factory=list)
     skipped: dict[StrOrPromise, list[RunwayTask]] = field(default_factory=dict)
+    # Tasks the action reached whose outcome was an error (a failed request, a refused write).
+    failed: dict[StrOrPromise, list[RunwayTask]] = field(default_factory=dict)
 
     def skip(self, task: RunwayTask, reason: StrOrPromise) -> None:
         self.skipped.setdefault(reason, []).append(task)
+
+    def fail(self, task: RunwayTask, reason: StrOrPromise) -> None:
+        self.failed.setdefault(reason, []).append(task)
 
     @property
     def skipped_count(self) -> int:
@@ -108,6 +117,15 @@ class ActionReport:
                     count,
                 )
                 % {"count": count, "reasons": reasons}
+            )
+        for reason, tasks in self.failed.items():
+            parts.append(
+                ngettext(
+                    "Failed for %(count)d task: %(reason)s.",
+                    "Failed for %(count)d tasks: %(reason)s.",
+                    len(tasks),
+                )
+                % {"count": len(tasks), "reason": str(reason).rstrip(".")}
             )
         return " ".join(parts)
 
@@ -178,8 +196,30 @@ def _call_api_for_each(
                     report.skip(task, str(exc))
                 return report
         for task in todo:
-            call(task, client)
+            # Inside a caller's transaction (ATOMIC_REQUESTS) a savepoint per task keeps one
+            # refused write from aborting it for the others; outside, no transaction is opened
+            # around the HTTP call.
+            guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+            try:
+                with guard:
+                    call(task, client)
+            except DATABASE_TROUBLE:
+                raise
+            except DatabaseError as exc:
+                # One row the database refuses must not hide what was done to the others
+                # behind an error page.
+                logger.exception("%s: task #%s could not be written", report.verb, task.pk)
+                report.fail(
+                    task,
+                    gettext("the database refused a write (%(error)s)")
+                    % {"error": type(exc).__name__},
+                )
     return report
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _by(actor: str) -> str:
@@ -210,6 +250,7 @@ def poll_now(
         task.refresh_from_db()
         if summary.errors:
             outcome = "the request failed (see the last error)"
+            report.fail(task, _first_line(task.last_error) or gettext("the request failed"))
         elif (task.status, task.progress) == before:
             outcome = f"no change ({task.status}, {task.progress}%)"
         else:

@@ -21,11 +21,12 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -33,6 +34,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import actions as operator_actions
 from . import storage
+from .counting import count_up_to, estimated_rows
 from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
 from .polling import pause_in_effect
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
@@ -55,6 +57,29 @@ RESUBMISSION_LINKS = 20
 PROMPT_EXCERPT = 60
 ERROR_EXCERPT = 80
 STATUS_CLASSES = {status.value: status.value for status in Status}
+# Lists and the summary count rows up to this many, then say "more than": an exact count of a
+# million rows reads them all, on every page view.
+COUNT_LIMIT = 10_000
+# The failure-code filter offers the codes of this many of the latest failed (and cancelled) tasks.
+RECENT_FAILURES = 500
+
+
+class BoundedPaginator(Paginator):  # type: ignore[type-arg]
+    """A paginator that counts at most ``COUNT_LIMIT + 1`` rows.
+
+    Past that, the list shows "more than COUNT_LIMIT" and pages up to there; filters, a search
+    or the date drill-down narrow it down.
+    """
+
+    limit = COUNT_LIMIT
+
+    @cached_property
+    def count(self) -> int:
+        return count_up_to(self.object_list, self.limit)  # type: ignore[arg-type]
+
+    @property
+    def count_is_bounded(self) -> bool:
+        return self.count > self.limit
 
 
 def web_url(url: object, *, allow_path: bool = False) -> str | None:
@@ -157,25 +182,29 @@ class StuckFilter(admin.SimpleListFilter):
 
 
 class FailureCodeFilter(admin.SimpleListFilter):
-    """The failure codes in use, read from failed and cancelled tasks only.
+    """The failure codes of the latest failed and cancelled tasks.
 
-    Only those carry a code, and the (status, created_at) index finds them, so listing the
-    codes does not read every task as a plain field filter would.
+    Only those carry a code. The latest ``RECENT_FAILURES`` of each status are read through the
+    (status, created_at) index: the distinct codes of every failed task would read them all.
     """
 
     title = _("failure code")
     parameter_name = "failure_code"
 
     def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
-        codes = (
-            RunwayTask.objects.filter(status__in=(Status.FAILED, Status.CANCELLED))
-            .exclude(failure_code="")
-            .order_by("failure_code")
-            .values_list("failure_code", flat=True)
-            .distinct()
-        )
+        codes: set[str] = set()
+        for status in (Status.FAILED, Status.CANCELLED):
+            latest = (
+                RunwayTask.objects.filter(status=status)
+                .order_by("-created_at")
+                .values_list("failure_code", flat=True)
+            )
+            codes.update(code for code in latest[:RECENT_FAILURES] if code)
+        value = self.value()
+        if value:
+            codes.add(value)  # an older code chosen by hand stays on offer
         labels = dict(FailureCode.choices)
-        return [(code, str(labels.get(code, code))) for code in codes]
+        return [(code, str(labels.get(code, code))) for code in sorted(codes)]
 
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[RunwayTask]
@@ -306,13 +335,16 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     list_display_links = ("short_id",)
     list_filter = ("status", "route", FailureCodeFilter, HasOutputFilter, StuckFilter)
     list_select_related = ("content_type",)
-    search_fields = ("task_id", "prompt", "fail_reason")
+    # See get_search_results(): ids are matched exactly, the prompt by its words.
+    search_fields = ("task_id", "prompt")
+    search_help_text = _("A task id or row number (exact), or words of the prompt.")
     date_hierarchy = "created_at"
     show_full_result_count = False
+    paginator = BoundedPaginator
     list_per_page = 50
-    # Newest first by primary key, as created_at has no index of its own: the first page reads
-    # 50 rows of the key's index instead of sorting the whole table.
-    ordering = ("-pk",)
+    # Newest first, read backwards from the (created_at, id) index; Django adds -pk to break
+    # ties, which that index also covers. A year's page reads 50 rows of the year's range.
+    ordering = ("-created_at",)
     actions = (
         "poll_now_action",
         "resume_action",
@@ -437,6 +469,26 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return TaskChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[RunwayTask], search_term: str
+    ) -> tuple[QuerySet[RunwayTask], bool]:
+        """An exact task id or row number, or tasks whose prompt contains every word.
+
+        Each part has an index: the task id's unique index, the primary key, and on PostgreSQL
+        a trigram index on the prompt (migration 0003). A "contains" over every column, as
+        Django's default search does, reads the whole table, four times per page.
+        """
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(task_id=term[:128])
+        if term.isdigit() and len(term) < 19:  # within a bigint
+            match |= Q(pk=int(term))
+        words = Q()
+        for word in term.split():
+            words &= Q(prompt__icontains=word)
+        return queryset.filter(match | words), False
 
     # -- list columns --------------------------------------------------------------------------
 
@@ -614,7 +666,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     ) -> HttpResponse:
         summary = self.summary()
         # get_paginator() takes the unfiltered list's count from here.
-        request._runway_task_total = summary["total"]  # type: ignore[attr-defined]
+        request._runway_task_total = summary["counted"]  # type: ignore[attr-defined]
         context = {"runway_summary": summary, **(extra_context or {})}
         return super().changelist_view(request, extra_context=context)
 
@@ -631,23 +683,44 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         )
         total: int | None = getattr(request, "_runway_task_total", None)
         if total is not None and not queryset.query.has_filters():
-            # The whole table: the summary's GROUP BY counted it already, so skip the COUNT(*).
-            # (Paginator.count is a cached property: this sets its cached value.)
+            # The whole table: the summary counted it already (up to COUNT_LIMIT + 1), so skip
+            # the count. (Paginator.count is a cached property: this sets its cached value.)
             paginator.__dict__["count"] = total
         return paginator
 
     def summary(self, *, now: dt.datetime | None = None) -> dict[str, Any]:
-        """Counts per status (one GROUP BY), unfinished tasks, and the poller's state."""
+        """Counts per status, unfinished tasks, and the poller's state.
+
+        Unfinished tasks are counted exactly (one GROUP BY over their part of the status
+        index); each finished status up to ``COUNT_LIMIT + 1``, as a year of them is most of
+        the table. The total is then PostgreSQL's estimate, or at least the sum.
+        """
         now = now or timezone.now()
-        counts = dict(RunwayTask.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        tasks = RunwayTask.objects.order_by()
+        counts = dict(tasks.unfinished().values_list("status").annotate(n=Count("pk")))
+        bounded = set()
+        for status in sorted(TERMINAL_STATUSES):
+            counts[status] = count_up_to(tasks.filter(status=status), COUNT_LIMIT)
+            if counts[status] > COUNT_LIMIT:
+                bounded.add(status)
+        counted = sum(counts.values())
         state = PollerState.objects.filter(pk=1).first()  # never a write on a GET
         paused = state is not None and pause_in_effect(state, now)
         return {
             "counts": [
-                {"status": s.value, "label": s.label, "count": counts.get(s.value, 0)}
+                {
+                    "status": s.value,
+                    "label": s.label,
+                    "count": COUNT_LIMIT if s in bounded else counts.get(s.value, 0),
+                    "more_than": s in bounded,
+                }
                 for s in Status
             ],
-            "total": sum(counts.values()),
+            "total": None if bounded else counted,
+            # What the list's paginator may take as its count: exact, or past the limit.
+            "counted": min(counted, COUNT_LIMIT + 1),
+            "estimated_total": estimated_rows(RunwayTask) if bounded else None,
+            "count_limit": COUNT_LIMIT,
             "unfinished": sum(counts.get(s, 0) for s in UNFINISHED_STATUSES),
             "last_success_at": state.last_success_at if state else None,
             "paused_until": state.paused_until if state and paused else None,
@@ -732,9 +805,9 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         self.report(request, OBJECT_ACTIONS[name].run(queryset, actor=request.user.get_username()))
 
     def report(self, request: HttpRequest, report: operator_actions.ActionReport) -> None:
-        if report.skipped and not report.done:
+        if (report.skipped or report.failed) and not report.done:
             level = messages.ERROR
-        elif report.skipped:
+        elif report.skipped or report.failed:
             level = messages.WARNING
         else:
             level = messages.SUCCESS
@@ -788,6 +861,8 @@ class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
     # Newest first by primary key: an index the database always has, even at 500,000 rows.
     ordering = ("-pk",)
     show_full_result_count = False
+    # Counting five million events to number the pages would take longer than the page.
+    paginator = BoundedPaginator
     list_per_page = 100
     fields = (
         "task_link",

@@ -19,7 +19,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from . import __version__
+from . import __version__, cleaning
 from .conf import conf
 from .exceptions import (
     APIError,
@@ -31,6 +31,7 @@ from .exceptions import (
     RequestRejectedError,
     TaskNotVisibleError,
     TransientAPIError,
+    UnusableTaskIdError,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ CREATE_ROUTES = {
 }
 FEED_PATH = "/runway/feed"
 TASK_NOT_EXIST = "task_not_exist"
+TASK_ID_MAX_CHARS = 128
 # How much of a bad body is kept on the exception (and so in ``last_error``) for inspection.
 BODY_SNIPPET = 2000
 TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504, 520, 521, 522, 523, 524})
@@ -80,7 +82,8 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
 
 
 def _snippet(raw: bytes) -> str:
-    return raw[:BODY_SNIPPET].decode("utf-8", errors="replace")
+    # A body that is not JSON still ends up in last_error: it must be storable text too.
+    return cleaning.clean_text(raw[:BODY_SNIPPET].decode("utf-8", errors="replace"))
 
 
 def _error_message(body: Any) -> tuple[str, str]:
@@ -154,18 +157,22 @@ class CometAPIClient:
 
         Raises :class:`RequestRejectedError` when the API refuses the task, and
         :class:`TransientAPIError` when the outcome is unknown (the caller must not retry blindly:
-        the task may exist and be billed).
+        the task may exist and be billed). An accepted task whose id cannot be kept as sent (a
+        NUL, not printable, too long) raises :class:`UnusableTaskIdError`.
         """
         try:
             path = CREATE_ROUTES[route]
         except KeyError:
             raise ValueError(f"Unknown create route {route!r}") from None
-        body = self._post(path, payload)
+        answer = self._post(path, payload)
+        body = answer.value
         if isinstance(body, dict):
             data = body.get("data")
             task_id = data.get("task_id") if isinstance(data, dict) else None
-            if str(body.get("code")) == "200" and isinstance(task_id, str) and task_id.strip():
-                return task_id.strip()[:128]
+            altered = answer.note_at("data.task_id")
+            accepted = str(body.get("code")) == "200"
+            if accepted and isinstance(task_id, str) and (task_id.strip() or altered):
+                return _usable_task_id(task_id, altered, body)
             message, code = _error_message(body)
             if message or (code and code != "200"):
                 raise RequestRejectedError(
@@ -185,14 +192,21 @@ class CometAPIClient:
 
         A ``task_not_exist`` answer (HTTP 400 or 200) raises :class:`TaskNotVisibleError`.
         """
-        body = self._post(FEED_PATH, {"task_id": task_id})
+        answer = self._post(FEED_PATH, {"task_id": task_id})
+        if answer.notes:
+            logger.warning(
+                "CometAPI's answer about task %s was cleaned before use: %s",
+                task_id,
+                "; ".join(map(str, answer.notes)),
+            )
+        body = answer.value
         if isinstance(body, dict) and body.get("code") == TASK_NOT_EXIST:
             raise TaskNotVisibleError(
                 f"CometAPI does not know task {task_id} (yet)", status_code=200, code=TASK_NOT_EXIST
             )
         return body
 
-    def _post(self, path: str, payload: dict[str, Any]) -> Any:
+    def _post(self, path: str, payload: dict[str, Any]) -> cleaning.Cleaned:
         url = self.base_url + path
         started = time.monotonic()
         try:
@@ -254,13 +268,16 @@ class CometAPIClient:
                 )
             chunks.append(chunk)
 
-    def _decode(self, response: requests.Response, raw: bytes, path: str) -> Any:
+    def _decode(self, response: requests.Response, raw: bytes, path: str) -> cleaning.Cleaned:
         status = response.status_code
+        # The one place a body becomes data: cleaned here, so error messages built from it,
+        # last_response and event payloads are storable whatever the server sent.
         try:
-            body: Any = json.loads(raw) if raw else None
+            answer = cleaning.loads(raw) if raw else cleaning.Cleaned(None)
             decoded = True
         except (ValueError, RecursionError):
-            body, decoded = None, False
+            answer, decoded = cleaning.Cleaned(None), False
+        body = answer.value
 
         if 300 <= status < 400:
             raise InvalidResponseError(
@@ -305,7 +322,39 @@ class CometAPIClient:
             raise InvalidResponseError(
                 f"CometAPI's answer on {path} is not JSON", status_code=status, body=_snippet(raw)
             )
-        return body
+        return answer
+
+
+def _usable_task_id(task_id: str, note: cleaning.Note | None, body: Any) -> str:
+    """The id of an accepted task, or :class:`UnusableTaskIdError` if it cannot be kept as sent.
+
+    The provider has accepted (and billed) the task by now, so the error carries what an
+    operator needs to reconcile it: the id as sent, escaped, and the cleaned id when that is
+    still a usable one.
+    """
+    cleaned = task_id.strip()
+    usable = 0 < len(cleaned) <= TASK_ID_MAX_CHARS and cleaned.isprintable()
+    if note is None and usable:
+        return cleaned
+    raw = note.original if note is not None else cleaning.escaped(task_id)
+    if usable:
+        message = (
+            f"CometAPI accepted the task, but its id {raw} holds characters that cannot be "
+            f"stored; it is followed as {cleaned!r}. Check it in CometAPI's dashboard."
+        )
+    else:
+        message = (
+            f"CometAPI accepted the task, but its id {raw} is not a printable id of at most "
+            f"{TASK_ID_MAX_CHARS} characters, so it cannot be followed: reconcile it by hand in "
+            "CometAPI's dashboard (it may be billed)."
+        )
+    raise UnusableTaskIdError(
+        message,
+        status_code=200,
+        body=_snippet(json.dumps(body).encode()),
+        task_id=cleaned if usable else "",
+        raw_task_id=raw,
+    )
 
 
 __all__ = ["CREATE_ROUTES", "APIError", "CometAPIClient", "parse_retry_after", "request_seconds"]

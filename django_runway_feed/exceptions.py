@@ -73,6 +73,26 @@ class InvalidResponseError(APIError, ValueError):
     """The response cannot be understood: not JSON, HTML, a redirect, the wrong shape, too big."""
 
 
+class UnusableTaskIdError(InvalidResponseError):
+    """A create was accepted, but the task id in the answer cannot be kept as sent.
+
+    The provider may have billed the task. ``task_id`` is the cleaned id when it is still a
+    usable one (NUL characters or lone surrogates removed), else ``""``; ``raw_task_id`` is the
+    id as sent, escaped for display, so an operator can find the task at the provider.
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str = "", raw_task_id: str = "", **kwargs: object
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.task_id = task_id
+        self.raw_task_id = raw_task_id
+
+
+class UnstorableAnswerError(RunwayFeedError):
+    """The database refused to store a poll's result for one task (recorded as its error)."""
+
+
 class DownloadUnavailable(RunwayFeedError, ValueError):
     """A result download cannot be queued for this task; the message says why."""
 

@@ -17,13 +17,14 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import ERROR, CheckMessage, Error, Warning
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from . import outbox, signals
 from .conf import conf
+from .counting import count_up_to, estimated_value_counts
 from .models import EventKind, PollerState, RunwayTask, TaskEvent
-from .statuses import UNFINISHED_STATUSES, Status
+from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ REPORT_VERSION = 1
 # Tasks marked stale per run: a backlog (a first deploy over old rows) drains over a few runs
 # instead of making one run send thousands of signals.
 STALE_BATCH = 500
+# The status report counts a finished status exactly up to this many tasks (see status_counts).
+EXACT_COUNT_LIMIT = 10_000
 
 
 # -- configuration checks (no database) ----------------------------------------------------------
@@ -331,13 +334,57 @@ def _describe(message: CheckMessage) -> dict[str, Any]:
     }
 
 
+def status_counts(*, limit: int | None = None) -> tuple[dict[str, int], list[str]]:
+    """Tasks per status, and which of those counts are PostgreSQL's estimates.
+
+    Unfinished statuses are counted exactly (their part of the status index is small). A
+    finished status is counted up to ``limit``; past it, PostgreSQL's statistics give the
+    figure (a year of finished tasks is most of the table, and counting it reads it all).
+    Other databases count exactly. ``limit`` defaults to ``EXACT_COUNT_LIMIT``.
+    """
+    limit = EXACT_COUNT_LIMIT if limit is None else limit
+    counts = {status.value: 0 for status in Status}
+    tasks = RunwayTask.objects.order_by()
+    counts.update(tasks.unfinished().values_list("status").annotate(n=Count("pk")))
+    estimated: list[str] = []
+    statistics: dict[str, int] | None = None
+    for status in sorted(TERMINAL_STATUSES):
+        rows = tasks.filter(status=status)
+        counts[status] = count_up_to(rows, limit)
+        if counts[status] <= limit:
+            continue
+        if statistics is None:
+            statistics = estimated_value_counts(RunwayTask, "status")
+        if status in statistics:
+            counts[status] = max(statistics[status], limit + 1)
+            estimated.append(status)
+        else:
+            counts[status] = rows.count()
+    return counts, estimated
+
+
+def oldest_unfinished() -> dt.datetime | None:
+    """When the oldest unfinished task was created.
+
+    One status at a time, each the first entry of its part of the (status, created_at) index:
+    a MIN() over the three together walks the created_at index from the start of the year,
+    past every finished task.
+    """
+    firsts = [
+        RunwayTask.objects.filter(status=status)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+        for status in sorted(UNFINISHED_STATUSES)
+    ]
+    return min((first for first in firsts if first is not None), default=None)
+
+
 def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     """What ``runway_status --json`` prints; the shape is documented in docs/operations.md."""
     now = now or timezone.now()
-    counts = {status.value: 0 for status in Status}
-    for status, n in RunwayTask.objects.values_list("status").annotate(n=Count("pk")).order_by():
-        counts[status] = n
-    oldest = RunwayTask.objects.unfinished().aggregate(oldest=Min("created_at"))["oldest"]
+    counts, estimated = status_counts()
+    oldest = oldest_unfinished()
     hour_ago = now - dt.timedelta(hours=1)
     # Per-poll history is not stored (PollerState keeps only the last run), so the last hour is
     # counted per task: tasks whose latest poll fell in the hour, and of those the ones whose
@@ -361,6 +408,7 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
         "generated_at": now.isoformat(),
         "healthy": is_healthy(problems),
         "counts": counts,
+        "estimated": estimated,
         "unfinished": sum(counts[status] for status in UNFINISHED_STATUSES),
         "stuck": RunwayTask.objects.stuck(now).count(),
         "oldest_unfinished_age_seconds": (now - oldest).total_seconds() if oldest else None,

@@ -325,6 +325,10 @@ class RunwayTask(models.Model):
                 name="runway_task_due_idx",
             ),
             models.Index(fields=["status", "created_at"], name="runway_task_status_idx"),
+            # The admin's newest-first list and its year/month drill-down, read backwards.
+            models.Index(fields=["created_at", "id"], name="runway_task_created_idx"),
+            # The status report's "polled in the last hour" reads a range of this.
+            models.Index(fields=["last_polled_at"], name="runway_task_polled_idx"),
             models.Index(fields=["content_type", "object_id"], name="runway_task_object_idx"),
             # Downloads waiting for a (re)try.
             models.Index(
@@ -397,6 +401,12 @@ class TaskEvent(models.Model):
                 fields=["redeliver_after"],
                 condition=Q(dispatched_at__isnull=True),
                 name="runway_event_outbox_idx",
+            ),
+            # Transitions of the last hour (the status report), counted from this index alone.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(kind="transition"),
+                name="runway_event_transition_idx",
             ),
         ]
 

@@ -14,11 +14,12 @@ import logging
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
+from .dbfeatures import supports_update_returning
 from .models import EventKind, RunwayTask, TaskEvent
 from .statuses import Status
 
@@ -129,13 +130,31 @@ def _unchanged(task: RunwayTask) -> dict[str, Any]:
 
 def dispatch(event_pk: int) -> bool:
     """Send the signals of one undispatched event, then mark it. False if already dispatched."""
-    event = (
+    return dispatch_events([event_pk]) == 1
+
+
+def dispatch_events(event_pks: list[int]) -> int:
+    """Send the signals of the undispatched events among ``event_pks``, then mark them.
+
+    Two queries whatever the number of events: one read (with the tasks) and one mark, after
+    every signal was sent. Returns how many events were sent.
+    """
+    events = list(
         TaskEvent.objects.select_related("task")
-        .filter(pk=event_pk, dispatched_at__isnull=True)
-        .first()
+        .filter(pk__in=event_pks, dispatched_at__isnull=True)
+        .order_by("pk")
     )
-    if event is None:
-        return False
+    if not events:
+        return 0
+    for event in events:
+        _send_signals(event)
+    TaskEvent.objects.filter(
+        pk__in=[event.pk for event in events], dispatched_at__isnull=True
+    ).update(dispatched_at=timezone.now())
+    return len(events)
+
+
+def _send_signals(event: TaskEvent) -> None:
     task = event.task
     if event.kind == EventKind.TRANSITION:
         if event.from_status == Status.SUBMITTING and task.task_id:
@@ -153,29 +172,64 @@ def dispatch(event_pk: int) -> bool:
             send(signals.task_failed, task=task, event=event)
     elif event.kind == EventKind.RESULT_STORED:
         send(signals.task_result_stored, task=task, event=event)
-    TaskEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(
-        dispatched_at=timezone.now()
+
+
+def _claim_due(now: dt.datetime, until: dt.datetime, limit: int) -> list[int]:
+    """Move ``redeliver_after`` of up to ``limit`` due events to ``until``; their pks.
+
+    One ``UPDATE ... RETURNING`` claims the whole batch. The outer ``WHERE`` repeats the
+    conditions, so of two concurrent sweeps only one claims an event: PostgreSQL re-checks them
+    on the row a concurrent sweep just wrote, and ``SKIP LOCKED`` keeps the sweeps apart.
+    """
+    table = connection.ops.quote_name(TaskEvent._meta.db_table)
+    pk = connection.ops.quote_name(str(TaskEvent._meta.pk.column))
+    dispatched = connection.ops.quote_name("dispatched_at")
+    redeliver = connection.ops.quote_name("redeliver_after")
+    due = f"{dispatched} IS NULL AND {redeliver} <= %s"
+    lock = (
+        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     )
-    return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {redeliver} = %s WHERE {due} AND {pk} IN ("  # noqa: S608 (names quoted, values bound)
+            f"SELECT {pk} FROM {table} WHERE {due} ORDER BY {pk} LIMIT %s{lock}"
+            f") RETURNING {pk}",
+            [*(_db_datetime(value) for value in (until, now, now)), limit],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _db_datetime(value: dt.datetime) -> Any:
+    # Raw SQL gets the value the ORM would bind (SQLite stores naive UTC text).
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def sweep(*, now: dt.datetime | None = None, limit: int = 500) -> int:
-    """Re-send events that were committed but never marked dispatched. Returns how many."""
+    """Re-send events that were committed but never marked dispatched. Returns how many.
+
+    A batch costs a constant number of queries: one claim, one read and one mark.
+    """
     from .conf import conf
 
     now = now or timezone.now()
-    stale = list(
-        TaskEvent.objects.filter(dispatched_at__isnull=True, redeliver_after__lte=now)
-        .order_by("pk")
-        .values_list("pk", "redeliver_after")[:limit]
-    )
-    sent = 0
-    for pk, redeliver_after in stale:
-        claimed = TaskEvent.objects.filter(
-            pk=pk, dispatched_at__isnull=True, redeliver_after=redeliver_after
-        ).update(redeliver_after=now + dt.timedelta(seconds=conf.LEASE_SECONDS))
-        if claimed and dispatch(pk):
-            sent += 1
+    until = now + dt.timedelta(seconds=conf.LEASE_SECONDS)
+    if supports_update_returning():
+        sent = dispatch_events(_claim_due(now, until, limit))
+    else:
+        # Elsewhere one conditional UPDATE per event claims it.
+        stale = list(
+            TaskEvent.objects.filter(dispatched_at__isnull=True, redeliver_after__lte=now)
+            .order_by("pk")
+            .values_list("pk", "redeliver_after")[:limit]
+        )
+        claimed = [
+            pk
+            for pk, redeliver_after in stale
+            if TaskEvent.objects.filter(
+                pk=pk, dispatched_at__isnull=True, redeliver_after=redeliver_after
+            ).update(redeliver_after=until)
+        ]
+        sent = dispatch_events(claimed)
     if sent:
         logger.warning("Re-sent the signals of %d event(s) a worker left undelivered", sent)
     return sent

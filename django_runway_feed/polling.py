@@ -15,6 +15,7 @@ made of rounds; each round
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -24,19 +25,22 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Field
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Field, QuerySet
 from django.utils import timezone
 
 from . import outbox
 from .budget import RequestBudget
+from .cleaning import clean_text
 from .client import CometAPIClient, request_seconds
 from .conf import conf
+from .dbfeatures import supports_update_returning
 from .exceptions import (
     AuthenticationError,
     ForbiddenError,
@@ -44,6 +48,7 @@ from .exceptions import (
     RateLimitedError,
     RunwayFeedError,
     TaskNotVisibleError,
+    UnstorableAnswerError,
 )
 from .feed import FeedSnapshot, parse_feed
 from .models import PollerState, RunwayTask
@@ -73,6 +78,11 @@ LAST_ERROR_CHARS = 2000
 # A round in which at least this many answers, and at least half of them, are 429 is a storm:
 # the whole budget is held (no request for any task) for the longest Retry-After seen.
 STORM_MIN_RATE_LIMITED = 3
+# A write refused for one row's values (a constraint, a value the column or the driver cannot
+# take) costs that row's task one poll; a database that is locked or gone is the round's trouble
+# (see Poller._guarded) and is never mistaken for it.
+ROW_WRITE_ERRORS = (DatabaseError, ValueError, RecursionError)
+DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 _unknown_statuses_logged: set[str] = set()
 
@@ -395,6 +405,16 @@ def _bulk_write(owner: str, tasks: list[RunwayTask], names: list[str]) -> None:
             )
 
 
+def _statement_guard() -> AbstractContextManager[object]:
+    """What a write that may be refused needs so the connection stays usable if it is.
+
+    In autocommit a refused statement leaves nothing behind. Inside a caller's transaction it
+    would leave that transaction aborted (PostgreSQL) and fail every write after it: a savepoint
+    contains it. No transaction of our own otherwise, so a quiet round costs no extra query.
+    """
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+
+
 def _empty_round() -> _Round | PollSummary:
     return PollSummary(rounds=1)
 
@@ -474,6 +494,8 @@ class Poller:
         if due_only:
             candidates = candidates.filter(next_poll_at__lte=now)
         candidates = candidates.order_by("next_poll_at")
+        if supports_update_returning():
+            return self._claim_returning(candidates, owner, expires, limit)
         # A locked database (SQLite's "database is locked" under several writers) raises here;
         # the run's guard makes it an empty round and waits a moment before the next.
         if connection.features.has_select_for_update_skip_locked:
@@ -488,12 +510,51 @@ class Poller:
                         lease_owner=owner, lease_expires_at=expires
                     )
         else:
-            # One UPDATE re-checking every condition: atomic where writes are serialised.
-            sub = candidates.values("pk")[:limit]
-            RunwayTask.objects.filter(pk__in=sub).pollable().unleased(now).update(
-                lease_owner=owner, lease_expires_at=expires
+            # The UPDATE re-checks every condition: atomic where writes are serialised, so a
+            # row another worker took since the SELECT is not leased (nor read back) here.
+            ids = list(candidates.values_list("pk", flat=True)[:limit])
+            if ids:
+                RunwayTask.objects.filter(pk__in=ids).pollable().unleased(now).update(
+                    lease_owner=owner, lease_expires_at=expires
+                )
+        if not ids:
+            return []
+        # Read back by primary key: lease_owner has no index, and filtering on it alone scans
+        # the whole table (most of a round's database time at a million rows).
+        leased = RunwayTask.objects.filter(pk__in=ids, lease_owner=owner)
+        return list(leased.order_by("next_poll_at"))
+
+    def _claim_returning(
+        self, candidates: QuerySet[RunwayTask], owner: str, expires: dt.datetime, limit: int
+    ) -> list[RunwayTask]:
+        """Lease and read the batch in one ``UPDATE ... RETURNING``, without a transaction.
+
+        On PostgreSQL the candidates are locked (``FOR UPDATE SKIP LOCKED``) in a materialized
+        CTE, so the statement leases exactly the rows it locked and two workers never take the
+        same row; SQLite runs one statement at a time. Rows are found by the due index and
+        written by primary key: nothing reads ``lease_owner``, which has no index.
+        """
+        meta = RunwayTask._meta
+        quote = connection.ops.quote_name
+        table = quote(meta.db_table)
+        pk = f"{table}.{quote(str(meta.pk.column))}"
+        chosen, params = (
+            candidates.values("pk")[:limit].query.get_compiler(connection=connection).as_sql()
+        )
+        assignments = f"{quote('lease_owner')} = %s, {quote('lease_expires_at')} = %s"
+        values = [owner, connection.ops.adapt_datetimefield_value(expires)]
+        if connection.vendor == "postgresql":
+            sql = (
+                f"WITH claimed AS MATERIALIZED ({chosen} FOR UPDATE SKIP LOCKED) "  # noqa: S608
+                f"UPDATE {table} SET {assignments} FROM claimed "
+                f"WHERE {pk} = claimed.{quote('pk')} RETURNING {table}.*"
             )
-        return list(RunwayTask.objects.filter(lease_owner=owner).order_by("next_poll_at"))
+            tasks = list(RunwayTask.objects.raw(sql, [*params, *values]))
+        else:
+            sql = f"UPDATE {table} SET {assignments} WHERE {pk} IN ({chosen}) RETURNING *"  # noqa: S608
+            tasks = list(RunwayTask.objects.raw(sql, [*values, *params]))
+        tasks.sort(key=lambda task: (task.next_poll_at or expires, task.pk))
+        return tasks
 
     # -- fetching ------------------------------------------------------------------------------
 
@@ -581,11 +642,22 @@ class Poller:
             plan.fields["updated_at"] = now
             if plan.new_status is None:
                 quiet.append((task, plan))
-            elif self._transition(owner, task, plan, payload=getattr(result, "raw", None)):
-                summary.transitions += 1
             else:
-                left_leased = True
-                continue
+                try:
+                    moved = self._transition(
+                        owner, task, plan, payload=getattr(result, "raw", None)
+                    )
+                except DATABASE_TROUBLE:
+                    raise
+                except ROW_WRITE_ERRORS as exc:
+                    self._write_failed(owner, task, exc, now=now)
+                    summary.errors += 1
+                    left_leased = True  # the release below is the net under that write
+                    continue
+                if not moved:
+                    left_leased = True
+                    continue
+                summary.transitions += 1
             if plan.progressed:
                 task.progress = plan.fields["progress"]
                 progressed.append(task)
@@ -594,15 +666,23 @@ class Poller:
             summary.paused = True
         if len(limited) >= STORM_MIN_RATE_LIMITED and 2 * len(limited) >= answered:
             self._hold_for_storm(limited)
-        self._write_quiet(owner, quiet)
-        if left_leased:
-            self._release(owner)
+        not_written = self._write_quiet(owner, quiet, now=now)
+        summary.errors += len(not_written)
+        if left_leased or not_written:
+            self._release(owner, [task.pk for task in tasks])
         for task in progressed:
-            outbox.send_progress(task)
+            if task.pk not in not_written:
+                outbox.send_progress(task)
         return summary
 
-    def _write_quiet(self, owner: str, rows: list[tuple[RunwayTask, Plan]]) -> None:
-        """One UPDATE per group for every row whose status did not change."""
+    def _write_quiet(
+        self, owner: str, rows: list[tuple[RunwayTask, Plan]], *, now: dt.datetime
+    ) -> set[int]:
+        """One UPDATE per group for every row whose status did not change.
+
+        Returns the rows whose write was refused; each of them got a recorded error instead.
+        """
+        not_written: set[int] = set()
         for error in (False, True):
             group = [(task, plan) for task, plan in rows if plan.error is error]
             if not group:
@@ -617,7 +697,75 @@ class Poller:
                 task.poll_count += 1
                 task.error_count = task.error_count + 1 if error else 0
                 task.lease_owner, task.lease_expires_at = "", None
-            _bulk_write(owner, [task for task, _plan in group], sorted(names))
+            tasks = [task for task, _plan in group]
+            try:
+                with _statement_guard():
+                    _bulk_write(owner, tasks, sorted(names))
+            except DATABASE_TROUBLE:
+                raise
+            except ROW_WRITE_ERRORS:
+                # Some row's values were refused: row by row, so only that row's task pays.
+                for task in tasks:
+                    try:
+                        with _statement_guard():
+                            _bulk_write(owner, [task], sorted(names))
+                    except DATABASE_TROUBLE:
+                        raise
+                    except ROW_WRITE_ERRORS as exc:
+                        not_written.add(task.pk)
+                        self._write_failed(owner, task, exc, now=now)
+        return not_written
+
+    def _write_failed(
+        self, owner: str, task: RunwayTask, error: Exception, *, now: dt.datetime
+    ) -> None:
+        """Record that the database refused ``task``'s answer: an error, a later poll, no lease.
+
+        What is written here is ours only (no value from the answer), so it cannot be refused
+        for the same reason. Past ``TASK_TIMEOUT`` the task is given up, without the payload.
+        """
+        logger.warning(
+            "Task %s: the database refused its poll result (%s)",
+            task.task_id,
+            type(error).__name__,
+            # Not a database error: a value Python itself refused; keep where it came from.
+            exc_info=not isinstance(error, DatabaseError),
+        )
+        detail = clean_text(str(error)).strip().splitlines()
+        failure = UnstorableAnswerError(
+            f"the database refused this answer ({type(error).__name__}"
+            + (f": {detail[0]}" if detail else "")
+            + "); the task is polled again later"
+        )
+        # The in-memory row holds the refused values: decide from what is stored.
+        try:
+            task.refresh_from_db()
+        except RunwayTask.DoesNotExist:
+            return  # deleted meanwhile (an operator): nothing left to record
+        plan = plan_error(task, failure, now=now)
+        plan.fields["updated_at"] = now
+        if plan.new_status is not None:
+            # A lost race or a refused give-up leaves the row to the caller's release.
+            try:
+                self._transition(owner, task, plan)
+            except DATABASE_TROUBLE:
+                raise
+            except ROW_WRITE_ERRORS:
+                logger.exception("Task %s: even its give-up could not be written", task.task_id)
+            return
+        try:
+            with _statement_guard():
+                RunwayTask.objects.filter(pk=task.pk, lease_owner=owner).update(
+                    **plan.fields,
+                    poll_count=F("poll_count") + 1,
+                    error_count=F("error_count") + 1,
+                    lease_owner="",
+                    lease_expires_at=None,
+                )
+        except DATABASE_TROUBLE:
+            raise
+        except ROW_WRITE_ERRORS:
+            logger.exception("Task %s: even its error could not be recorded", task.task_id)
 
     def _transition(self, owner: str, task: RunwayTask, plan: Plan, *, payload: Any = None) -> bool:
         """Apply one status change and write its event, atomically; False if it lost a race."""
@@ -651,9 +799,12 @@ class Poller:
         logger.info("Task %s: %s -> %s", task.task_id, previous, new_status)
         return True
 
-    def _release(self, owner: str) -> None:
+    def _release(self, owner: str, task_pks: list[int]) -> None:
         # Rows not written this round (a pause, a lost race) become claimable again at once.
-        RunwayTask.objects.filter(lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+        # By primary key first: lease_owner alone has no index.
+        RunwayTask.objects.filter(pk__in=task_pks, lease_owner=owner).update(
+            lease_owner="", lease_expires_at=None
+        )
 
     def _hold_for_storm(self, limited: list[RateLimitedError]) -> None:
         asked = [error.retry_after for error in limited if error.retry_after is not None]

@@ -1,14 +1,14 @@
 """Delete old finished tasks in small batches, in constant memory, while the poller runs.
 
-A batch is a list of primary keys read with ``values_list`` (keyset pagination on ``pk``, so
-no OFFSET scans and nothing beyond one batch is ever held). Each batch is deleted in its own
-short transaction: the rows are locked (``SELECT ... FOR UPDATE`` on PostgreSQL), their events
-are deleted, then the tasks, and every ``DELETE`` repeats the conditions (a terminal status,
-old enough, no undelivered signal) in its ``WHERE`` clause. The poller only ever writes
-unfinished rows, so the two never touch the same row; a task an operator reopens in between
-is simply not deleted; a newer task resubmitted from a pruned one loses only that link. Stored
-files (video, poster, last frame) are removed from ``RUNWAY_FEED['STORAGE']`` after
-the batch commits, so a rollback never leaves a row pointing at a deleted file.
+A batch is a list of primary keys read with ``values_list`` (keyset pagination on ``(created_at,
+pk)``, so no OFFSET scans and nothing beyond one batch is ever held). Each batch is deleted in
+its own short transaction: the rows are locked (``SELECT ... FOR UPDATE`` on PostgreSQL), their
+events are deleted, then the tasks, and every ``DELETE`` repeats the conditions (a terminal
+status, old enough, no undelivered signal) in its ``WHERE`` clause. The poller only ever writes
+unfinished rows, so the two never touch the same row; a task an operator reopens in between is
+simply not deleted; a newer task resubmitted from a pruned one loses only that link. Stored
+files (video, poster, last frame) are removed from ``RUNWAY_FEED['STORAGE']`` after the batch
+commits, so a rollback never leaves a row pointing at a deleted file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from django.core.files.storage import storages
 from django.db import router, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .conf import conf
@@ -99,12 +99,10 @@ def prune_finished_tasks(
     now = now or timezone.now()
     selected = prunable(cutoff=now - dt.timedelta(days=days), statuses=chosen)
     result = PruneResult(dry_run=dry_run)
-    last_pk = 0
+    last: _Key | None = None
     while max_batches is None or result.batches < max_batches:
-        last_pk = _prune_batch(
-            selected, after=last_pk, size=batch_size, dry_run=dry_run, result=result
-        )
-        if not last_pk:
+        last = _prune_batch(selected, after=last, size=batch_size, dry_run=dry_run, result=result)
+        if last is None:
             break
         result.batches += 1
         if on_batch is not None:
@@ -131,23 +129,48 @@ def _stored_names(rows: RunwayTaskQuerySet) -> list[str]:
     return sorted(names)
 
 
-def _prune_batch(
-    selected: RunwayTaskQuerySet, *, after: int, size: int, dry_run: bool, result: PruneResult
-) -> int:
-    """Prune the next ``size`` rows of ``selected`` past pk ``after``; return the last pk seen.
+# Where a page ends: (created_at, pk) of its last row.
+_Key = tuple[dt.datetime, int]
 
-    Returns 0 when no row is left.
+
+def _page_after(selected: RunwayTaskQuerySet, after: _Key | None) -> RunwayTaskQuerySet:
+    """``selected`` past ``after``, oldest first.
+
+    In creation order, not primary-key order: the range ends at the cutoff, so the (status,
+    created_at) and created_at indexes find an empty page at once. A page in key order walked
+    the rest of the key's index when nothing was left to prune (most scheduled runs).
+    """
+    if after is not None:
+        created, pk = after
+        selected = selected.filter(
+            Q(created_at__gt=created) | Q(created_at=created, pk__gt=pk), created_at__gte=created
+        )
+    return selected.order_by("created_at", "pk")
+
+
+def _prune_batch(
+    selected: RunwayTaskQuerySet,
+    *,
+    after: _Key | None,
+    size: int,
+    dry_run: bool,
+    result: PruneResult,
+) -> _Key | None:
+    """Prune the next ``size`` rows of ``selected`` past ``after``; return the last key seen.
+
+    Returns None when no row is left.
     """
     using = router.db_for_write(RunwayTask)
     with transaction.atomic(using=using):
         # Page and lock in one statement (FOR UPDATE on PostgreSQL): a concurrent reopen of one
         # of these tasks waits for this short transaction instead of racing it.
-        page = selected.filter(pk__gt=after).order_by("pk")
+        page = _page_after(selected, after)
         if not dry_run:
             page = page.select_for_update()
-        pks = list(page.values_list("pk", flat=True)[:size])
-        if not pks:
-            return 0
+        keys = list(page.values_list("created_at", "pk")[:size])
+        if not keys:
+            return None
+        pks = [pk for _created, pk in keys]
         rows = _delivered(selected.filter(pk__in=pks))
         events = TaskEvent.objects.filter(task__in=rows)
         names = _stored_names(rows)
@@ -155,7 +178,7 @@ def _prune_batch(
             result.tasks += rows.count()
             result.events += events.count()
             result.files += len(names)
-            return pks[-1]
+            return keys[-1]
         # _raw_delete is the single-statement DELETE Django itself uses for cascades: it keeps
         # the WHERE clause above (delete() would collect and reload every row first) and sends
         # no per-row signals, which is what makes a batch cheap.
@@ -175,4 +198,4 @@ def _prune_batch(
                 result.file_errors += 1
             else:
                 result.files += 1
-    return pks[-1]
+    return keys[-1]

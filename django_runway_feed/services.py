@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from . import outbox
+from .cleaning import clean_text, escaped
 from .client import CometAPIClient
 from .conf import conf
 from .exceptions import (
@@ -27,9 +28,17 @@ from .exceptions import (
     RateLimitedError,
     RequestRejectedError,
     RunwayFeedError,
+    UnusableTaskIdError,
 )
 from .models import EventKind, RunwayTask
-from .polling import Clock, Poller, PollSummary
+from .polling import (
+    DATABASE_TROUBLE,
+    LAST_ERROR_CHARS,
+    ROW_WRITE_ERRORS,
+    Clock,
+    Poller,
+    PollSummary,
+)
 from .statuses import FailureCode, Status
 
 logger = logging.getLogger(__name__)
@@ -141,17 +150,55 @@ def submit_task(
             fail_reason=exc.message,
             message=exc.message,
         )
+    except UnusableTaskIdError as exc:
+        # Accepted and maybe billed, but the id is not the one sent: never silent.
+        logger.error("Task #%s was accepted with an unusable id: %s", task.pk, exc)
+        if not exc.task_id or _accept(task, exc.task_id, now=now, raw_task_id=exc.raw_task_id):
+            _record_submit_error(task, str(exc))
     except RunwayFeedError as exc:
         logger.error("Outcome of creating task #%s is unknown: %s", task.pk, exc)
-        RunwayTask.objects.filter(pk=task.pk).update(
-            last_error=f"Outcome unknown, not retried (the task may exist and be billed): {exc}",
-            updated_at=timezone.now(),
+        _record_submit_error(
+            task,
+            f"Outcome unknown, not retried (the task may exist and be billed): {exc}",
+            note=str(exc),
         )
-        outbox.record_note(task, EventKind.SUBMIT_ERROR, str(exc))
     else:
-        _finish_submission(task, Status.QUEUED, now=now, task_id=task_id)
+        _accept(task, task_id, now=now, raw_task_id=escaped(task_id))
     task.refresh_from_db()
     return task
+
+
+def _accept(task: RunwayTask, task_id: str, *, now: dt.datetime | None, raw_task_id: str) -> bool:
+    """Record an accepted create; an id the database refuses becomes a recorded submit error.
+
+    Returns False in that case.
+
+    The database can still refuse a clean id (another row already holds it): the task exists
+    at the provider all the same, so the row says so instead of the call raising.
+    """
+    try:
+        _finish_submission(task, Status.QUEUED, now=now, task_id=task_id)
+        return True
+    except DATABASE_TROUBLE:
+        raise  # the database itself is in trouble, not this id
+    except ROW_WRITE_ERRORS as exc:
+        logger.error("Task #%s: its id %s could not be stored: %s", task.pk, raw_task_id, exc)
+        task.task_id = None
+        _record_submit_error(
+            task,
+            f"CometAPI accepted the task as {raw_task_id}, but that id could not be stored "
+            f"({type(exc).__name__}): reconcile it by hand in CometAPI's dashboard (it may be "
+            "billed).",
+        )
+        return False
+
+
+def _record_submit_error(task: RunwayTask, message: str, *, note: str | None = None) -> None:
+    """``last_error`` and a ``submit_error`` event (``note``, by default the same message)."""
+    message = clean_text(message)[:LAST_ERROR_CHARS]
+    RunwayTask.objects.filter(pk=task.pk).update(last_error=message, updated_at=timezone.now())
+    event_message = message if note is None else clean_text(note)[:LAST_ERROR_CHARS]
+    outbox.record_note(task, EventKind.SUBMIT_ERROR, event_message)
 
 
 def _finish_submission(

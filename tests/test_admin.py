@@ -15,6 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_runway_feed import admin as admin_module
 from django_runway_feed.admin import FailureCodeFilter, duration, web_url
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.polling import settings_fingerprint
@@ -284,9 +285,28 @@ def test_changelist_filters_and_search(admin_client):
     assert listed("status__exact=failed") == ["alpha", "beta"]
     assert listed("route__exact=act_one") == ["beta"]
     assert listed("failure_code=SAFETY.INPUT.TEXT") == ["alpha"]
-    assert listed("q=quota") == ["beta"]
     assert listed("q=cat") == ["gamma"]
-    assert listed("q=alph") == ["alpha"]  # the task id
+    assert listed("q=alpha") == ["alpha"]  # the task id, exactly
+    assert listed("q=alph") == []  # ids are matched whole: a part would read every row
+    assert listed("q=quota") == []  # the failure reason is not searched
+
+
+def test_search_matches_a_row_number_exactly(admin_client):
+    first = RunwayTask.objects.create(task_id="one", route="tracked", prompt="a dog")
+    RunwayTask.objects.create(task_id=f"{first.pk}0", route="tracked", prompt="a cat")
+
+    response = admin_client.get(f"{CHANGELIST}?q={first.pk}")
+
+    assert [task.task_id for task in response.context["cl"].result_list] == ["one"]
+
+
+def test_search_needs_every_word_of_the_prompt(admin_client):
+    RunwayTask.objects.create(task_id="both", route="tracked", prompt="A Cat surfing at dawn")
+    RunwayTask.objects.create(task_id="one", route="tracked", prompt="a cat sleeping")
+
+    response = admin_client.get(f"{CHANGELIST}?q=cat+surfing")
+
+    assert [task.task_id for task in response.context["cl"].result_list] == ["both"]
 
 
 def test_failure_code_filter_offers_the_codes_in_use_with_their_labels(admin_client):
@@ -306,13 +326,21 @@ def test_failure_code_filter_offers_the_codes_in_use_with_their_labels(admin_cli
         ("SAFETY.INPUT.TEXT", "SAFETY.INPUT.TEXT"),
         ("stopped", "Stopped by an operator"),
     ]
-    # The codes are read from failed and cancelled tasks only, not from the whole table.
-    [distinct] = [
+    # The codes are read from the latest failed and cancelled tasks only, a bounded number.
+    reads = [
         q["sql"]
         for q in queries.captured_queries
-        if "DISTINCT" in q["sql"] and "failure_code" in q["sql"]
+        if q["sql"].startswith('SELECT "django_runway_feed_runwaytask"."failure_code"')
     ]
-    assert "status" in distinct.split("WHERE", 1)[1]
+    assert len(reads) == 2
+    assert all("LIMIT 500" in sql for sql in reads)
+
+
+def test_failure_code_filter_keeps_offering_the_chosen_code(admin_client):
+    response = admin_client.get(f"{CHANGELIST}?failure_code=timeout")
+
+    [spec] = [f for f in response.context["cl"].filter_specs if isinstance(f, FailureCodeFilter)]
+    assert spec.lookup_choices == [("timeout", "Gave up: task timeout")]
 
 
 def test_changelist_runs_the_same_queries_for_10_and_1000_tasks(admin_client):
@@ -329,6 +357,58 @@ def test_changelist_runs_the_same_queries_for_10_and_1000_tasks(admin_client):
     assert filtered <= small + 1
 
 
+@pytest.mark.parametrize(
+    "query", ["q=prompt", "q=task-00003", f"created_at__year={dt.date.today().year}", "stuck=yes"]
+)
+def test_searched_and_drilled_down_lists_run_the_same_queries_for_10_and_100_tasks(
+    admin_client, query
+):
+    product = Product.objects.create(name="Board")
+    make_tasks(10, product)
+    small = query_count(admin_client, f"{CHANGELIST}?{query}")
+
+    make_tasks(90, product, prefix="more")
+
+    assert query_count(admin_client, f"{CHANGELIST}?{query}") == small
+
+
+def test_date_links_offer_every_month_between_the_first_and_last_task(admin_client):
+    for month in (2, 5):
+        RunwayTask.objects.create(
+            task_id=f"m{month}",
+            route="tracked",
+            created_at=dt.datetime(2030, month, 10, tzinfo=dt.UTC),
+        )
+
+    html = admin_client.get(CHANGELIST).content.decode()
+
+    # One year only: its months, from the first task's to the last's, empty ones included.
+    for month in ("February", "March", "April", "May"):
+        assert f"{month} 2030" in html
+    assert "January 2030" not in html
+    assert "June 2030" not in html
+
+
+def test_date_links_offer_years_then_the_days_of_a_month(admin_client):
+    for day in (dt.date(2029, 12, 30), dt.date(2030, 2, 3), dt.date(2030, 2, 5)):
+        RunwayTask.objects.create(
+            task_id=str(day),
+            route="tracked",
+            created_at=dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC),
+        )
+
+    years = admin_client.get(CHANGELIST).content.decode()
+    days = admin_client.get(f"{CHANGELIST}?created_at__year=2030&created_at__month=2")
+
+    assert "?created_at__year=2029" in years
+    assert "?created_at__year=2030" in years
+    html = days.content.decode()
+    assert [t.task_id for t in days.context["cl"].result_list] == ["2030-02-05", "2030-02-03"]
+    for day in (3, 4, 5):
+        assert f"created_at__day={day}" in html
+    assert "created_at__day=6" not in html
+
+
 def test_unfiltered_changelist_takes_its_count_from_the_summary(admin_client):
     product = Product.objects.create(name="Board")
     make_tasks(120, product)
@@ -337,13 +417,77 @@ def test_unfiltered_changelist_takes_its_count_from_the_summary(admin_client):
         response = admin_client.get(CHANGELIST)
 
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
-    assert len(counts) == 1  # the summary's GROUP BY, no COUNT(*) of the whole table
+    # The summary's: one GROUP BY of the unfinished statuses, one bounded count per finished
+    # status; no COUNT(*) of the whole table.
     assert "GROUP BY" in counts[0]
+    assert "IN (" in counts[0].split("WHERE", 1)[1]
+    assert len(counts) == 4
+    assert all("LIMIT 10001" in sql for sql in counts[1:])
     cl = response.context["cl"]
     assert (cl.result_count, cl.paginator.num_pages) == (120, 3)
     assert "120 Runway tasks" in response.content.decode()
-    # The latest rows first, by primary key (not by created_at, which has no index).
-    assert [t.task_id for t in cl.result_list[:2]] == ["task-00119", "task-00118"]
+    # The latest rows first (make_tasks makes each older than the one before).
+    assert [t.task_id for t in cl.result_list[:2]] == ["task-00000", "task-00001"]
+
+
+def test_changelist_orders_by_creation_time_newest_first(admin_client):
+    now = timezone.now()
+    RunwayTask.objects.create(task_id="old", route="tracked", created_at=now - dt.timedelta(days=9))
+    RunwayTask.objects.create(task_id="new", route="tracked", created_at=now)
+    RunwayTask.objects.create(
+        task_id="older", route="tracked", created_at=now - dt.timedelta(days=99)
+    )
+
+    response = admin_client.get(CHANGELIST)
+
+    assert [t.task_id for t in response.context["cl"].result_list] == ["new", "old", "older"]
+
+
+@pytest.mark.parametrize("url", [CHANGELIST, f"{CHANGELIST}?status__exact=succeeded"])
+def test_changelist_counts_past_the_limit_say_more_than(admin_client, monkeypatch, url):
+    monkeypatch.setattr(admin_module, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(admin_module.BoundedPaginator, "limit", 5)
+    RunwayTask.objects.bulk_create(
+        RunwayTask(task_id=f"t{i}", route="tracked", status="succeeded") for i in range(7)
+    )
+
+    response = admin_client.get(url)
+
+    cl = response.context["cl"]
+    assert cl.result_count == 6  # counted up to the limit + 1
+    html = response.content.decode()
+    assert "More than 5 Runway tasks" in html
+    assert "6 Runway tasks" not in html
+
+
+def test_summary_counts_finished_statuses_up_to_the_limit(admin_client, monkeypatch):
+    monkeypatch.setattr(admin_module, "COUNT_LIMIT", 5)
+    RunwayTask.objects.bulk_create(
+        RunwayTask(task_id=f"t{i}", route="tracked", status="succeeded") for i in range(7)
+    )
+    RunwayTask.objects.create(task_id="q", route="tracked", status="queued")
+
+    response = admin_client.get(CHANGELIST)
+
+    summary = response.context["runway_summary"]
+    rows = {row["status"]: (row["count"], row["more_than"]) for row in summary["counts"]}
+    assert rows["succeeded"] == (5, True)
+    assert rows["queued"] == (1, False)
+    assert summary["total"] is None
+    html = response.content.decode()
+    assert "more than 5" in html
+    assert "Counts are exact up to 5" in html
+
+
+def test_search_past_the_limit_says_more_than(admin_client, monkeypatch):
+    monkeypatch.setattr(admin_module.BoundedPaginator, "limit", 2)
+    RunwayTask.objects.bulk_create(
+        RunwayTask(task_id=f"t{i}", route="tracked", prompt="a fox") for i in range(4)
+    )
+
+    response = admin_client.get(f"{CHANGELIST}?q=fox")
+
+    assert "more than 2 results" in response.content.decode()
 
 
 def test_filtered_changelist_counts_the_filtered_rows(admin_client):

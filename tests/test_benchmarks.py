@@ -39,6 +39,23 @@ def run_benchmark(name: str) -> str:
         ("bench_queries", ["queries_per_quiet_task", "queries_per_transition"]),
         ("bench_memory", ["memory_ratio"]),
         (
+            "bench_scale",
+            [
+                "claim_ms",
+                "claim_database_ms",
+                "round_db_share",
+                "admin_list_ms",
+                "admin_status_ms",
+                "admin_stuck_ms",
+                "admin_year_ms",
+                "admin_search_ms",
+                "event_list_ms",
+                "status_json_ms",
+                "sweep_queries_large_vs_small",
+                "idle_prune_ms",
+            ],
+        ),
+        (
             "bench_economy",
             [
                 "economy_fine_calls_vs_sdk",

@@ -241,3 +241,38 @@ def test_processes_polling_at_once_never_double_poll(live_api, tmp_path):
     calls = Counter(call.task_id for call in server.feed_calls())
     assert calls == {task.task_id: 1 for task in tasks}
     assert_each_transition_once_and_signalled_once(tasks)
+
+
+def _undelivered(count: int, *, when: dt.datetime) -> None:
+    task = RunwayTask.objects.create(route="tracked", status=Status.RUNNING, task_id=f"s{count}")
+    TaskEvent.objects.bulk_create(
+        TaskEvent(
+            task=task,
+            kind=EventKind.TRANSITION,
+            from_status=Status.QUEUED,
+            to_status=Status.RUNNING,
+            redeliver_after=when,
+        )
+        for _ in range(count)
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("due", [5, 50])
+def test_sweep_runs_the_same_queries_for_5_and_50_due_events(due, django_assert_num_queries):
+    now = timezone.now()
+    _undelivered(due, when=now - dt.timedelta(minutes=5))
+
+    with django_assert_num_queries(3):  # claim, read with the tasks, mark
+        assert outbox.sweep(now=now) == due
+
+    assert not TaskEvent.objects.filter(dispatched_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_sweep_leaves_events_whose_redelivery_time_has_not_come():
+    now = timezone.now()
+    _undelivered(3, when=now + dt.timedelta(minutes=1))
+
+    assert outbox.sweep(now=now) == 0
+    assert TaskEvent.objects.filter(dispatched_at__isnull=True).count() == 3

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from django_runway_feed import outbox, signals
 from django_runway_feed.budget import RequestBudget
@@ -260,6 +262,35 @@ def test_claim_takes_expired_lease(api, poller, clock, now_of, settings):
 
     later = now_of() + dt.timedelta(seconds=121)
     assert len(poller.claim("b:1", now=later, limit=10)) == 1
+
+
+def test_claim_leases_and_reads_its_batch_in_one_query(api, poller, clock, now_of):
+    for _ in range(3):
+        track(api, now_of, TaskScript())
+    due = now_of() + dt.timedelta(seconds=60)
+
+    with CaptureQueriesContext(connection) as queries:
+        claimed = poller.claim("a:1", now=due, limit=10)
+
+    assert len(claimed) == 3
+    assert {task.lease_owner for task in claimed} == {"a:1"}
+    [claim] = queries.captured_queries
+    assert "RETURNING" in claim["sql"]
+    # Found by the due index and written by key: nothing filters on lease_owner (no index).
+    assert claim["sql"].count('"lease_owner" =') == 1  # the assignment, in no WHERE
+
+
+def test_claim_returns_the_batch_in_due_order(api, poller, clock, now_of):
+    tasks = [track(api, now_of, TaskScript()) for _ in range(3)]
+    base = now_of()
+    for offset, task in zip((30, 10, 20), tasks, strict=True):
+        RunwayTask.objects.filter(pk=task.pk).update(
+            next_poll_at=base + dt.timedelta(seconds=offset)
+        )
+
+    claimed = poller.claim("a:1", now=base + dt.timedelta(seconds=60), limit=10)
+
+    assert [task.pk for task in claimed] == [tasks[1].pk, tasks[2].pk, tasks[0].pk]
 
 
 def test_refresh_from_feed_polls_now(api, clock, now_of):

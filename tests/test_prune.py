@@ -9,6 +9,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_runway_feed import jobs
@@ -296,3 +298,34 @@ def test_prune_100k_tasks_in_bounded_memory(capsys):
     # Loading every row would take hundreds of MB and even every pk alone ~4 MB; a batch of
     # 2,000 pks plus query machinery stays far below this.
     assert peak < 3_000_000
+
+
+@pytest.mark.django_db
+def test_prune_pages_past_kept_tasks_created_at_the_same_moment():
+    # Pages are keyed on (created_at, pk): a kept task does not stop the walk, nor do ties.
+    kept = make_task(days_old=10)
+    TaskEvent.objects.create(task=kept, kind=EventKind.TRANSITION, to_status=Status.SUCCEEDED)
+    for _ in range(4):
+        make_task(days_old=10)
+
+    result = prune_finished_tasks(days=1, batch_size=2, now=NOW)
+
+    assert result.tasks == 4
+    assert remaining() == {kept.pk}
+
+
+@pytest.mark.django_db
+def test_prune_pages_oldest_first_within_the_cutoff():
+    make_task(days_old=0.5)  # younger than the cutoff: never in a page
+
+    with CaptureQueriesContext(connection) as captured:
+        result = prune_finished_tasks(days=1, max_batches=1, now=NOW)
+
+    assert result.tasks == 0
+    [page] = [q["sql"] for q in captured.captured_queries if "ORDER BY" in q["sql"]]
+    # In creation order: an idle run reads an empty range of an index, not the rest of the key's.
+    assert (
+        page.split("ORDER BY")[1]
+        .lstrip()
+        .startswith(('"django_runway_feed_runwaytask"."created_at" ASC', "1 ASC"))
+    )

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from io import StringIO
 
 import pytest
 from django.core.management import call_command, execute_from_command_line
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_runway_feed import health
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.statuses import Status
 
@@ -47,6 +51,7 @@ def test_status_json_has_the_documented_shape(healthy):
 
     assert sorted(report) == [
         "counts",
+        "estimated",
         "generated_at",
         "healthy",
         "last_hour",
@@ -68,6 +73,7 @@ def test_status_json_has_the_documented_shape(healthy):
         "failed": 0,
         "cancelled": 0,
     }
+    assert report["estimated"] == []
     assert report["unfinished"] == 2
     assert report["stuck"] == 0
     assert 120 <= report["oldest_unfinished_age_seconds"] < 130
@@ -181,3 +187,43 @@ def test_status_text_shows_seconds_since_last_success(healthy, capsys):
 
     out = capsys.readouterr().out
     assert f"Last successful poll: {last.isoformat()} (42 s ago)" in out
+
+
+def test_status_counts_take_the_statistics_past_the_limit_on_postgresql(monkeypatch):
+    monkeypatch.setattr(health, "EXACT_COUNT_LIMIT", 2)
+    for _ in range(5):
+        make_task(Status.SUCCEEDED)
+    make_task(Status.FAILED)
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {RunwayTask._meta.db_table}")
+
+    counts, estimated = health.status_counts()
+
+    assert counts["failed"] == 1  # within the limit: exact
+    if postgres:
+        assert estimated == ["succeeded"]
+        assert counts["succeeded"] >= 3
+        out = StringIO()
+        call_command("runway_status", stdout=out)
+        assert f"Succeeded    about {counts['succeeded']}" in out.getvalue()
+    else:  # no statistics to ask: exact
+        assert estimated == []
+        assert counts["succeeded"] == 5
+
+
+def test_status_report_queries_do_not_grow_with_the_tasks(healthy):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            status_json()
+        return len(captured)
+
+    for _ in range(3):
+        make_task(Status.RUNNING, last_polled_at=timezone.now())
+    few = queries()
+    for _ in range(30):
+        make_task(Status.SUCCEEDED)
+        make_task(Status.QUEUED, last_polled_at=timezone.now())
+
+    assert queries() == few

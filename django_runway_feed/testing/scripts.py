@@ -111,7 +111,8 @@ class Fault:
     - ``"status"``: answer HTTP ``status`` with ``body`` (default: the gateway's JSON error
       envelope for 4xx and 500, an nginx HTML page for 502/503/504/524) and ``headers``;
     - ``"slow"``: sleep ``delay`` seconds, then answer normally;
-    - ``"body"``: HTTP 200 with the raw ``body`` text (malformed JSON, an HTML page ...);
+    - ``"body"``: HTTP 200 with the raw ``body`` text (malformed JSON, an HTML page ...); a
+      lone surrogate in it is sent as its UTF-8 bytes, invalid as they are;
     - ``"redirect"``: HTTP 301 to ``https://example.invalid/elsewhere`` (or
       ``headers["Location"]``);
     - ``"reset"``: send the status line, headers promising a longer body, part of it, then

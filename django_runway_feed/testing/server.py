@@ -1003,7 +1003,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_text(self, status: int, text: str, headers: dict[str, str]) -> None:
         is_html = text.lstrip().startswith("<")
-        self._send(status, text.encode(), "text/html" if is_html else "application/json", headers)
+        # surrogatepass: a lone surrogate in a scripted body goes out as its (invalid) UTF-8
+        # bytes, as a broken server would send it.
+        body = text.encode("utf-8", errors="surrogatepass")
+        self._send(status, body, "text/html" if is_html else "application/json", headers)
 
     def _send(
         self,
