@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test lint install clean bench
+.PHONY: demo serve test lint install clean bench matrix
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ lint: $(STAMP)
 	$(PY) manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django makemigrations --check --dry-run
 
+# pytest-xdist runs the suite on every core (PYTEST_WORKERS=1: one process, in order);
+# loadgroup keeps the tests marked xdist_group on one worker.
+PYTEST_WORKERS ?= auto
+
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The test matrix (noxfile.py): every supported Python x Django on SQLite and the minimum
+# versions; NOX_ARGS="-s services" (PostgreSQL + Redis) or "-s package" (build, twine check).
+matrix: $(STAMP)
+	$(VENV)/bin/nox $(NOX_ARGS)
 
 # `make bench BENCH_ARGS=--quick` for the small sizes CI uses. DATABASE_URL picks PostgreSQL.
 bench: $(STAMP)
@@ -38,4 +47,4 @@ bench: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info example.sqlite3 tests/test*.sqlite3
+	rm -rf $(VENV) .nox build dist *.egg-info example.sqlite3 tests/test*.sqlite3*

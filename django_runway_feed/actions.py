@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from django.utils.functional import lazy
+from django.utils.translation import gettext, ngettext, ngettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from . import outbox, services, storage
 from .client import CometAPIClient
@@ -30,6 +33,7 @@ from .statuses import FailureCode, Status
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger(__name__)
 
@@ -42,32 +46,52 @@ MAX_API_CALLS = 25
 SUBMISSION_IN_FLIGHT = dt.timedelta(minutes=5)
 RESUBMITTABLE_ROUTES = frozenset({Route.GENERATE, Route.VIDEO_TO_VIDEO, Route.ACT_ONE})
 
-# Why a task was skipped. Reports count tasks per reason.
-ALREADY_FINISHED = "already finished"
-NOT_ACCEPTED = "not accepted by CometAPI yet (no task id to poll)"
-TOO_MANY = f"more than {MAX_API_CALLS} selected at once (run the rest in another go)"
-BUSY = "being polled by a worker right now, or finished meanwhile"
-NOT_GIVEN_UP = "not given up (only failed tasks with code timeout or not_found can resume)"
-CHANGED = "changed meanwhile (reload the page)"
-IN_FLIGHT = "its create call may still be in flight"
-NO_REQUEST = "no request to send again (a tracked task, or created elsewhere)"
-STILL_RUNNING = "still in progress (stop it first to replace it)"
+
+def _too_many() -> str:
+    return gettext("more than %(count)d selected at once (run the rest in another go)") % {
+        "count": MAX_API_CALLS
+    }
+
+
+# Why a task was skipped. Reports count tasks per reason. Lazy: translated when shown.
+ALREADY_FINISHED = _("already finished")
+NOT_ACCEPTED = _("not accepted by CometAPI yet (no task id to poll)")
+TOO_MANY = lazy(_too_many, str)()
+BUSY = _("being polled by a worker right now, or finished meanwhile")
+NOT_GIVEN_UP = _("not given up (only failed tasks with code timeout or not_found can resume)")
+CHANGED = _("changed meanwhile (reload the page)")
+IN_FLIGHT = _("its create call may still be in flight")
+NO_REQUEST = _("no request to send again (a tracked task, or created elsewhere)")
+STILL_RUNNING = _("still in progress (stop it first to replace it)")
+
+# What each action reports it did, by ActionReport.verb; "count" picks the plural form.
+DONE = {
+    "Polled": ngettext_lazy("Polled %(count)d task.", "Polled %(count)d tasks.", "count"),
+    "Resumed": ngettext_lazy("Resumed %(count)d task.", "Resumed %(count)d tasks.", "count"),
+    "Stopped": ngettext_lazy("Stopped %(count)d task.", "Stopped %(count)d tasks.", "count"),
+    "Resubmitted": ngettext_lazy(
+        "Resubmitted %(count)d task.", "Resubmitted %(count)d tasks.", "count"
+    ),
+    "Queued the download of": ngettext_lazy(
+        "Queued the download of %(count)d task.", "Queued the download of %(count)d tasks.", "count"
+    ),
+}
 
 
 @dataclass
 class ActionReport:
     """What one action did: the rows it changed (or created) and the ones it skipped, by reason."""
 
-    verb: str
+    verb: str  # a key of DONE
     done: list[RunwayTask] = field(default_factory=list)
-    skipped: dict[str, list[RunwayTask]] = field(default_factory=dict)
+    skipped: dict[StrOrPromise, list[RunwayTask]] = field(default_factory=dict)
     # Tasks the action reached whose outcome was an error (a failed request, a refused write).
-    failed: dict[str, list[RunwayTask]] = field(default_factory=dict)
+    failed: dict[StrOrPromise, list[RunwayTask]] = field(default_factory=dict)
 
-    def skip(self, task: RunwayTask, reason: str) -> None:
+    def skip(self, task: RunwayTask, reason: StrOrPromise) -> None:
         self.skipped.setdefault(reason, []).append(task)
 
-    def fail(self, task: RunwayTask, reason: str) -> None:
+    def fail(self, task: RunwayTask, reason: StrOrPromise) -> None:
         self.failed.setdefault(reason, []).append(task)
 
     @property
@@ -76,18 +100,33 @@ class ActionReport:
 
     def message(self) -> str:
         """One sentence for the operator, e.g. ``Stopped 2 tasks. Skipped 1: already finished.``"""
-        parts = [f"{self.verb} {_count(len(self.done))}."]
+        parts = [DONE[self.verb] % {"count": len(self.done)}]
         if self.skipped:
             # A reason may be an exception's sentence, with its own full stop.
             reasons = "; ".join(
-                f"{len(tasks)} {reason.rstrip('.')}"
+                f"{len(tasks)} {str(reason).rstrip('.')}"
                 if self.skipped_count > 1
-                else reason.rstrip(".")
+                else str(reason).rstrip(".")
                 for reason, tasks in self.skipped.items()
             )
-            parts.append(f"Skipped {_count(self.skipped_count)}: {reasons}.")
+            count = self.skipped_count
+            parts.append(
+                ngettext(
+                    "Skipped %(count)d task: %(reasons)s.",
+                    "Skipped %(count)d tasks: %(reasons)s.",
+                    count,
+                )
+                % {"count": count, "reasons": reasons}
+            )
         for reason, tasks in self.failed.items():
-            parts.append(f"Failed for {_count(len(tasks))}: {reason.rstrip('.')}.")
+            parts.append(
+                ngettext(
+                    "Failed for %(count)d task: %(reason)s.",
+                    "Failed for %(count)d tasks: %(reason)s.",
+                    len(tasks),
+                )
+                % {"count": len(tasks), "reason": str(reason).rstrip(".")}
+            )
         return " ".join(parts)
 
 
@@ -95,7 +134,7 @@ class ActionReport:
 # by the same rules.
 
 
-def why_not_poll(task: RunwayTask) -> str | None:
+def why_not_poll(task: RunwayTask) -> StrOrPromise | None:
     if task.is_finished:
         return ALREADY_FINISHED
     if task.status not in POLLABLE_STATUSES:
@@ -103,11 +142,11 @@ def why_not_poll(task: RunwayTask) -> str | None:
     return None
 
 
-def why_not_resume(task: RunwayTask) -> str | None:
+def why_not_resume(task: RunwayTask) -> StrOrPromise | None:
     return None if task.is_given_up else NOT_GIVEN_UP
 
 
-def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> str | None:
+def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> StrOrPromise | None:
     if task.is_finished:
         return ALREADY_FINISHED
     if may_be_in_flight(task, now):
@@ -115,7 +154,7 @@ def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> str | None
     return None
 
 
-def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> str | None:
+def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> StrOrPromise | None:
     if task.route not in RESUBMITTABLE_ROUTES or not task.request:
         return NO_REQUEST
     if task.status in POLLABLE_STATUSES:
@@ -127,7 +166,7 @@ def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> str | 
 
 def _call_api_for_each(
     tasks: Iterable[RunwayTask],
-    why_not: Callable[[RunwayTask], str | None],
+    why_not: Callable[[RunwayTask], StrOrPromise | None],
     call: Callable[[RunwayTask, CometAPIClient], None],
     *,
     client: CometAPIClient | None,
@@ -170,17 +209,17 @@ def _call_api_for_each(
                 # One row the database refuses must not hide what was done to the others
                 # behind an error page.
                 logger.exception("%s: task #%s could not be written", report.verb, task.pk)
-                report.fail(task, f"the database refused a write ({type(exc).__name__})")
+                report.fail(
+                    task,
+                    gettext("the database refused a write (%(error)s)")
+                    % {"error": type(exc).__name__},
+                )
     return report
 
 
 def _first_line(text: str, limit: int = 200) -> str:
     line = text.strip().split("\n", 1)[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _count(number: int) -> str:
-    return f"{number} task" if number == 1 else f"{number} tasks"
 
 
 def _by(actor: str) -> str:
@@ -211,7 +250,7 @@ def poll_now(
         task.refresh_from_db()
         if summary.errors:
             outcome = "the request failed (see the last error)"
-            report.fail(task, _first_line(task.last_error) or "the request failed")
+            report.fail(task, _first_line(task.last_error) or gettext("the request failed"))
         elif (task.status, task.progress) == before:
             outcome = f"no change ({task.status}, {task.progress}%)"
         else:
@@ -340,16 +379,23 @@ def resubmit(
     return _call_api_for_each(
         tasks,
         lambda task: why_not_resubmit(task, now),
-        lambda task, client: _resubmit_one(task, actor, client, report),
+        lambda task, client: _resubmit_one(task, actor, client, report, started=now),
         client=client,
         report=report,
     )
 
 
 def _resubmit_one(
-    task: RunwayTask, actor: str, client: CometAPIClient, report: ActionReport
+    task: RunwayTask,
+    actor: str,
+    client: CometAPIClient,
+    report: ActionReport,
+    *,
+    started: dt.datetime,
 ) -> None:
-    previous_resubmissions = _resubmitted_events(task).count()
+    # Only resubmissions recorded before this action started: a click racing this one may
+    # finish and record its own first, and this one must still derive the same key.
+    previous_resubmissions = _resubmitted_events(task).filter(created_at__lt=started).count()
     try:
         new = services.submit_task(
             task.route,

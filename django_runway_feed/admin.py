@@ -193,11 +193,13 @@ def exact_time(value: dt.datetime | None) -> SafeString | None:
     )
 
 
-def time_field(model: type[Any], name: str) -> Any:
+def time_field(model: type[Any], name: str, *, description: Any = None) -> Any:
     """A read-only display of the datetime field ``name`` with seconds (the admin's own
     format stops at minutes, so every time of a quick task looked the same)."""
 
-    @admin.display(description=model._meta.get_field(name).verbose_name, ordering=name)
+    label = description or model._meta.get_field(name).verbose_name
+
+    @admin.display(description=label, ordering=name)
     def show(model_admin: Any, obj: Any) -> SafeString | str:
         return exact_time(getattr(obj, name)) or model_admin.get_empty_value_display()
 
@@ -1068,20 +1070,28 @@ class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
 class PollerStateAdmin(ReadOnlyAdmin, PollerStateAdminBase):
     """The poller's shared row, read-only: its heartbeat and the API pause."""
 
+    # The model's fields have no verbose names (adding them would need a migration): the
+    # labels are translated here.
     list_display = ("__str__", "last_run_time", "last_success_time", "paused_until_time")
     fields = (
         "last_run_time",
         "last_success_time",
         "last_run_json",
         "paused_until_time",
-        "pause_reason",
+        "pause_reason_text",
     )
     readonly_fields = fields
 
-    last_run_time = time_field(PollerState, "last_run_at")
-    last_success_time = time_field(PollerState, "last_success_at")
-    paused_until_time = time_field(PollerState, "paused_until")
+    last_run_time = time_field(PollerState, "last_run_at", description=_("last run at"))
+    last_success_time = time_field(
+        PollerState, "last_success_at", description=_("last successful run at")
+    )
+    paused_until_time = time_field(PollerState, "paused_until", description=_("paused until"))
 
     @admin.display(description=_("last run"))
     def last_run_json(self, state: PollerState) -> SafeString:
         return pretty_json(state.last_run)
+
+    @admin.display(description=_("pause reason"))
+    def pause_reason_text(self, state: PollerState) -> str:
+        return state.pause_reason or self.get_empty_value_display()

@@ -443,7 +443,7 @@ class PollerState(models.Model):
         verbose_name_plural = _("poller state")
 
     def __str__(self) -> str:
-        return "Runway feed poller"
+        return str(_("Runway feed poller"))
 
     @classmethod
     def load(cls) -> PollerState:

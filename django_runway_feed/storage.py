@@ -581,6 +581,17 @@ def ip_literal(host: str) -> IPAddress | None:
     return None
 
 
+def spelled(address: IPAddress) -> str:
+    """How messages name ``address``: an IPv4-mapped one as the IPv4 address it maps to.
+
+    Python 3.13 prints ``::ffff:7f00:1`` as ``::ffff:127.0.0.1``; this spelling is the same on
+    every Python.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 def address_problem(address: IPAddress, allowed_networks: list[Any]) -> str:
     """Why connecting to ``address`` is refused, or ``""`` when it is allowed."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -588,10 +599,17 @@ def address_problem(address: IPAddress, allowed_networks: list[Any]) -> str:
     if any(address in network for network in allowed_networks):
         return ""
     if isinstance(address, ipaddress.IPv6Address) and address.sixtofour is not None:
-        # A 6to4 address is carried to the IPv4 address inside it: that one must pass too.
-        inner = address_problem(address.sixtofour, allowed_networks)
-        if inner:
-            return f"{address} is a 6to4 address ({inner})"
+        # A 6to4 address is carried to the IPv4 address inside it, through whatever relay the
+        # network has. Refused unless that IPv4 address is itself allowed: Python 3.13 (and
+        # some patched older builds) count all of 2002::/16 as private, older ones judge only
+        # the prefix; our rule is the same on every Python.
+        inner = address.sixtofour
+        problem = address_problem(inner, allowed_networks)
+        if problem:
+            return f"{address} is a 6to4 address ({problem})"
+        if any(inner in network for network in allowed_networks):
+            return ""
+        return f"{address} is a 6to4 address (relayed to {inner}; not globally reachable)"
     for label, flag in (
         ("unspecified", address.is_unspecified),
         ("loopback", address.is_loopback),
@@ -728,7 +746,8 @@ class SafeDownloader:
                 raise DownloadRefused(f"Refused {_safe(url)}: bad address {text!r}.") from None
             problem = address_problem(address, self.allowed_networks)
             if problem:
-                via = "" if literal is not None and host == text else f" ({host} -> {address})"
+                shown = spelled(address)
+                via = "" if literal is not None and host == shown else f" ({host} -> {shown})"
                 raise DownloadRefused(
                     f"Refused {_safe(url)}: {problem}{via}; add its network to "
                     "RUNWAY_FEED['DOWNLOAD_ALLOWED_NETWORKS'] only if it is trusted."

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
 
 from .feed import clean_url
 
@@ -29,12 +30,28 @@ IDEMPOTENCY_KEY_MAX_CHARS = 255
 # How deep the host's metadata may nest. Deeper structures are refused before anything walks
 # them recursively (json, the database driver), which would raise RecursionError far down.
 MAX_METADATA_DEPTH = 32
-# How the URL arguments are named in messages a form shows next to its field.
-URL_LABELS = {"image": "an image", "end_image": "an end image", "video": "a video"}
-# The messages a person most often sees, written for them (the example site's form shows them
-# as they are); the others name the Python argument, for the developer.
-PROMPT_OR_IMAGE = "Enter a prompt or an image URL."
-PROMPT_REQUIRED = "Enter a prompt."
+# The messages a person most often sees are written for them (the example site's form shows
+# them as they are); the others name the Python argument, for the developer.
+
+
+def _url_missing(name: str) -> str:
+    messages = {
+        "image": _("Enter an image URL."),
+        "end_image": _("Enter an end image URL."),
+        "video": _("Enter a video URL."),
+    }
+    return messages.get(name) or _("Enter a URL for %(name)s.") % {"name": name}
+
+
+def _url_not_http(name: str) -> str:
+    messages = {
+        "image": _("Enter an image URL that starts with http:// or https://."),
+        "end_image": _("Enter an end image URL that starts with http:// or https://."),
+        "video": _("Enter a video URL that starts with http:// or https://."),
+    }
+    return messages.get(name) or _(
+        "Enter a URL for %(name)s that starts with http:// or https://."
+    ) % {"name": name}
 
 
 class _Errors:
@@ -55,26 +72,28 @@ class _Errors:
             raise ValidationError(self.by_field)
 
 
-def text_problem(value: str) -> str:
-    """Why a database would refuse to store ``value``, or ``""``.
+def text_problem(name: str, value: str) -> str:
+    """Why a database would refuse to store ``value`` (the argument ``name``), or ``""``.
 
     PostgreSQL refuses NUL in text and JSON; a lone surrogate cannot be encoded to UTF-8 at all
     (SQLite would take the NUL, and the API would get it).
     """
     if "\x00" in value:
-        return "must not contain NUL characters"
+        return _("%(name)s must not contain NUL characters.") % {"name": name}
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return "must not contain lone surrogates (text that is not valid Unicode)"
+        return _("%(name)s must not contain lone surrogates (text that is not valid Unicode).") % {
+            "name": name
+        }
     return ""
 
 
 def _text(errors: _Errors, name: str, value: str) -> bool:
     """Record why ``value`` cannot be stored; True when it can."""
-    problem = text_problem(value)
+    problem = text_problem(name, value)
     if problem:
-        errors.add(name, f"{name} {problem}.")
+        errors.add(name, problem)
     return not problem
 
 
@@ -83,15 +102,14 @@ def _is_number(value: Any) -> bool:
 
 
 def _url(errors: _Errors, name: str, value: Any, *, required: bool) -> str | None:
-    label = URL_LABELS.get(name, name)
     if value in (None, ""):
         if required:
-            errors.add(name, f"Enter {label} URL.")
+            errors.add(name, _url_missing(name))
         return None
     if isinstance(value, str) and not _text(errors, name, value):
         return None
     if not clean_url(value):
-        errors.add(name, f"Enter {label} URL that starts with http:// or https://.")
+        errors.add(name, _url_not_http(name))
         return None
     return str(value).strip()
 
@@ -99,17 +117,20 @@ def _url(errors: _Errors, name: str, value: Any, *, required: bool) -> str | Non
 def _prompt(errors: _Errors, value: Any, *, required: bool, or_image: bool = False) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            errors.add("prompt", PROMPT_OR_IMAGE if or_image else PROMPT_REQUIRED)
+            errors.add(
+                "prompt", _("Enter a prompt or an image URL.") if or_image else _("Enter a prompt.")
+            )
         return ""
     if not isinstance(value, str):
-        errors.add("prompt", "prompt must be a string.")
+        errors.add("prompt", _("prompt must be a string."))
         return ""
     if not _text(errors, "prompt", value):
         return ""
     if len(value) > MAX_PROMPT_CHARS:
         errors.add(
             "prompt",
-            f"Keep the prompt to {MAX_PROMPT_CHARS} characters (it has {len(value)}).",
+            _("Keep the prompt to %(limit)d characters (it has %(count)d).")
+            % {"limit": MAX_PROMPT_CHARS, "count": len(value)},
         )
     return value.strip()
 
@@ -119,7 +140,7 @@ def _model(errors: _Errors, value: Any) -> None:
         "model",
         value,
         lambda v: isinstance(v, str) and MODEL_RE.fullmatch(v) is not None,
-        "model must be a model name such as 'gen4' or 'gen4_turbo'.",
+        _("model must be a model name such as 'gen4' or 'gen4_turbo'."),
     )
 
 
@@ -128,30 +149,34 @@ def _seconds(errors: _Errors, value: Any) -> None:
         "seconds",
         value,
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v in SECONDS_CHOICES,
-        "seconds must be 5 or 10.",
+        _("seconds must be 5 or 10."),
     )
 
 
 def _unknown(errors: _Errors, extra: dict[str, Any]) -> None:
     for name in sorted(extra):
-        errors.add(name, f"Unknown argument {name!r}.")
+        errors.add(name, _("Unknown argument %(name)r.") % {"name": name})
 
 
 def _motion_vector(errors: _Errors, value: Any) -> dict[str, float] | None:
     if value is None:
         return None
     if not isinstance(value, dict) or not value:
-        errors.add("motion_vector", "motion_vector must be a dict of camera moves.")
+        errors.add("motion_vector", _("motion_vector must be a dict of camera moves."))
         return None
     low, high = MOTION_RANGE
     for key, amount in value.items():
         if key not in MOTION_VECTOR_KEYS:
             errors.add(
                 "motion_vector",
-                f"motion_vector has an unknown key {key!r}; use {', '.join(MOTION_VECTOR_KEYS)}.",
+                _("motion_vector has an unknown key %(key)r; use %(keys)s.")
+                % {"key": key, "keys": ", ".join(MOTION_VECTOR_KEYS)},
             )
         elif not _is_number(amount) or not low <= amount <= high:
-            errors.add("motion_vector", f"motion_vector[{key!r}] must be a number from -10 to 10.")
+            errors.add(
+                "motion_vector",
+                _("motion_vector[%(key)r] must be a number from -10 to 10.") % {"key": key},
+            )
     return dict(value)
 
 
@@ -173,7 +198,7 @@ def generate_body(
     image_url = _url(errors, "image", image, required=False)
     end_url = _url(errors, "end_image", end_image, required=False)
     if end_url and not image_url and "image" not in errors.by_field:
-        errors.add("end_image", "end_image needs an image (the first frame).")
+        errors.add("end_image", _("end_image needs an image (the first frame)."))
     text = _prompt(
         errors,
         prompt,
@@ -185,14 +210,14 @@ def generate_body(
         "ratio",
         ratio,
         lambda v: isinstance(v, str) and RATIO_RE.fullmatch(v) is not None,
-        "ratio must look like '1280:720' (width:height).",
+        _("ratio must look like '1280:720' (width:height)."),
     )
     if style is not None:
         errors.check(
             "style",
             style,
             lambda v: isinstance(v, str) and 0 < len(v) <= 64,
-            "style must be a short name such as 'cinematic'.",
+            _("style must be a short name such as 'cinematic'."),
         )
         if isinstance(style, str):
             _text(errors, "style", style)
@@ -236,9 +261,9 @@ def video_to_video_body(
         "structure_transformation",
         structure_transformation,
         lambda v: _is_number(v) and 0 <= v <= 1,
-        "structure_transformation must be a number from 0 to 1.",
+        _("structure_transformation must be a number from 0 to 1."),
     )
-    errors.check("flip", flip, lambda v: isinstance(v, bool), "flip must be True or False.")
+    errors.check("flip", flip, lambda v: isinstance(v, bool), _("flip must be True or False."))
     _seconds(errors, seconds)
     errors.raise_if_any()
     return {
@@ -266,12 +291,13 @@ def act_one_body(*, video: Any, image: Any, extra: dict[str, Any]) -> dict[str, 
 def _metadata_problem(value: Any, depth: int) -> str:
     """Why ``value`` (part of the metadata) cannot be stored as JSON, or ``""``."""
     if depth > MAX_METADATA_DEPTH:
-        return f"metadata nests deeper than {MAX_METADATA_DEPTH} levels."
+        return _("metadata nests deeper than %(depth)d levels.") % {"depth": MAX_METADATA_DEPTH}
     if isinstance(value, float) and not math.isfinite(value):
-        return f"metadata must not hold {value!r}: JSON has no NaN or Infinity."
+        return _("metadata must not hold %(value)r: JSON has no NaN or Infinity.") % {
+            "value": value
+        }
     if isinstance(value, str):
-        problem = text_problem(value)
-        return f"metadata text {problem}." if problem else ""
+        return text_problem("metadata text", value)
     if isinstance(value, dict):
         for key, item in value.items():
             problem = (
@@ -297,7 +323,12 @@ def metadata(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise ValidationError(
-            {"metadata": [f"metadata must be a dict (a JSON object); got {type(value).__name__}."]}
+            {
+                "metadata": [
+                    _("metadata must be a dict (a JSON object); got %(type)s.")
+                    % {"type": type(value).__name__}
+                ]
+            }
         )
     problem = _metadata_problem(value, 0)
     if problem:
@@ -305,7 +336,7 @@ def metadata(value: Any) -> dict[str, Any]:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        message = f"metadata must be JSON-serialisable: {exc}"
+        message = _("metadata must be JSON-serialisable: %(error)s") % {"error": exc}
         raise ValidationError({"metadata": [message]}) from None
     return value
 
@@ -316,11 +347,11 @@ def idempotency_key(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= IDEMPOTENCY_KEY_MAX_CHARS:
         raise ValidationError(
-            {"idempotency_key": ["idempotency_key must be a string of 1 to 255 characters."]}
+            {"idempotency_key": [_("idempotency_key must be a string of 1 to 255 characters.")]}
         )
-    problem = text_problem(value)
+    problem = text_problem("idempotency_key", value)
     if problem:
-        raise ValidationError({"idempotency_key": [f"idempotency_key {problem}."]})
+        raise ValidationError({"idempotency_key": [problem]})
     return value
 
 
@@ -343,7 +374,9 @@ def task_id(value: Any) -> str:
     if isinstance(value, str) and is_task_id(value.strip()):
         return value.strip()
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > TASK_ID_MAX_CHARS:
-        message = f"task_id must be a non-empty string of at most {TASK_ID_MAX_CHARS} characters."
+        message = _("task_id must be a non-empty string of at most %(count)d characters.") % {
+            "count": TASK_ID_MAX_CHARS
+        }
     else:
-        message = "task_id must be printable (no line breaks, NUL or other control characters)."
+        message = _("task_id must be printable (no line breaks, NUL or other control characters).")
     raise ValidationError({"task_id": [message]})

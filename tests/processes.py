@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,7 @@ def start_python(argv: list[str], feed: dict[str, Any], log: Path) -> subprocess
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PYTHONPATH": str(ROOT),
         "RUNWAY_TEST_DATABASE": connection.settings_dict["NAME"],
+        "RUNWAY_TEST_CLUSTER_NAME": settings.Q_CLUSTER["name"],
         "RUNWAY_TEST_FEED_SETTINGS": json.dumps(feed),
         "RUNWAY_RECORD_SIGNALS": "1",
     }

@@ -56,7 +56,11 @@ else:
 if os.environ.get("RUNWAY_TEST_DATABASE"):
     DATABASES["default"]["NAME"] = os.environ["RUNWAY_TEST_DATABASE"]
 
-Q_CLUSTER = q_cluster_from_env("runway-tests", poll=0.2)
+# A queue of its own per test process (pytest-xdist runs several on one Redis); a qcluster a
+# test starts is handed the same name.
+Q_CLUSTER = q_cluster_from_env(
+    os.environ.get("RUNWAY_TEST_CLUSTER_NAME", f"runway-tests-{os.getpid()}"), poll=0.2
+)
 # A qcluster started by a test may run a single worker (the one-worker download test).
 if os.environ.get("RUNWAY_TEST_WORKERS"):
     Q_CLUSTER["workers"] = int(os.environ["RUNWAY_TEST_WORKERS"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.utils import timezone
 
 from django_runway_feed import actions
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
@@ -396,6 +397,21 @@ def test_resubmit_racing_another_click_reuses_its_new_task(api):
     creates = len(api.create_requests)
 
     report = actions.resubmit([old])
+
+    assert report.done == [other]
+    assert len(api.create_requests) == creates
+    assert len(events(old, EventKind.RESUBMITTED)) == 1
+
+
+def test_resubmit_started_before_a_racing_click_finished_reuses_its_new_task(api):
+    old = failed_generated("a dog skiing")
+    started = timezone.now()
+    # A click made at the same moment, which got through first (on SQLite the later one waits
+    # for its write lock, then sees its event).
+    other = actions.resubmit([old]).done[0]
+    creates = len(api.create_requests)
+
+    report = actions.resubmit([old], now=started)
 
     assert report.done == [other]
     assert len(api.create_requests) == creates

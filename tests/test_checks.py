@@ -5,12 +5,15 @@ import re
 import sys
 
 import pytest
-from django.core.checks import run_checks
 from django.test import override_settings
+
+from tests.system_checks import checks_without_databases
 
 
 def ids(settings_dict=None):
-    return sorted(m.id for m in run_checks() if m.id and m.id.startswith("django_runway_feed"))
+    return sorted(
+        m.id for m in checks_without_databases() if m.id and m.id.startswith("django_runway_feed")
+    )
 
 
 def test_checks_pass_with_valid_settings(settings):
@@ -28,7 +31,7 @@ def test_checks_warn_on_missing_api_key(settings):
 def test_checks_warn_on_unknown_key_with_suggestion(settings):
     settings.RUNWAY_FEED = {"API_KEY": "k", "POLL_INTERVALL": 5}
 
-    messages = [m for m in run_checks() if m.id == "django_runway_feed.W001"]
+    messages = [m for m in checks_without_databases() if m.id == "django_runway_feed.W001"]
     assert len(messages) == 1
     assert messages[0].hint == "Did you mean RUNWAY_FEED['POLL_INTERVAL']?"
 
@@ -54,7 +57,7 @@ def test_checks_reject_non_dict(settings):
 def test_checks_reject_wrong_types(settings, key, value):
     settings.RUNWAY_FEED = {"API_KEY": "k", key: value}
 
-    messages = [m for m in run_checks() if m.id == "django_runway_feed.E002"]
+    messages = [m for m in checks_without_databases() if m.id == "django_runway_feed.E002"]
     assert [m.msg.split(" must ")[0] for m in messages] == [f"RUNWAY_FEED['{key}']"]
 
 
@@ -97,7 +100,7 @@ def test_check_command_reports_hint(settings, capsys):
     settings.RUNWAY_FEED = {"API_KEY": "k", "POLL_INTERVAL": 30, "MAX_POLL_INTERVAL": 10}
 
     with pytest.raises(SystemCheckError, match=r"Make RUNWAY_FEED\['MAX_POLL_INTERVAL'\]"):
-        call_command("check")
+        call_command("check", databases=[])
 
 
 # -- django-q2 wiring: each mistake stops `manage.py check` ---------------------------------------
@@ -109,7 +112,7 @@ def check_errors(capsys=None):
     from django.core.management.base import SystemCheckError
 
     try:
-        call_command("check")
+        call_command("check", databases=[])
     except SystemCheckError as exc:
         return sorted(set(re.findall(r"django_runway_feed\.E\d+", str(exc))))
     return []
@@ -141,9 +144,9 @@ def test_check_command_fails_without_q_cluster(settings):
 
 def test_check_wiring_errors_share_one_hint(settings):
     del settings.Q_CLUSTER
-    missing_cluster = [m for m in run_checks() if m.id == "django_runway_feed.E012"]
+    missing_cluster = [m for m in checks_without_databases() if m.id == "django_runway_feed.E012"]
     with override_settings(INSTALLED_APPS=without_django_q()):
-        missing_app = [m for m in run_checks() if m.id == "django_runway_feed.E011"]
+        missing_app = [m for m in checks_without_databases() if m.id == "django_runway_feed.E011"]
 
     assert missing_cluster[0].hint == missing_app[0].hint
     assert "Add 'django_q' to INSTALLED_APPS and set Q_CLUSTER" in missing_app[0].hint
@@ -155,7 +158,7 @@ def test_check_command_fails_when_redis_broker_cannot_be_imported(settings, monk
         k: v for k, v in settings.Q_CLUSTER.items() if k not in ("orm", "redis")
     } | {"redis": "redis://127.0.0.1:6379/0"}
 
-    messages = [m for m in run_checks() if m.id == "django_runway_feed.E013"]
+    messages = [m for m in checks_without_databases() if m.id == "django_runway_feed.E013"]
     assert check_errors() == ["django_runway_feed.E013"]
     assert messages[0].hint == (
         "Install it (pip install redis) or use the ORM broker: Q_CLUSTER['orm'] = 'default'."
@@ -192,7 +195,7 @@ def test_check_cluster_timeout_and_retry_hints_agree(settings):
 
     messages = {
         m.id: m
-        for m in run_checks()
+        for m in checks_without_databases()
         if m.id in ("django_runway_feed.E005", "django_runway_feed.E006")
     }
     assert sorted(messages) == ["django_runway_feed.E005", "django_runway_feed.E006"]

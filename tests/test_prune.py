@@ -264,6 +264,7 @@ def _bulk_create_tasks() -> int:
     return unfinished
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_prune_100k_tasks_in_bounded_memory(capsys):
     unfinished = _bulk_create_tasks()
