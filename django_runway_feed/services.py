@@ -32,14 +32,8 @@ from .exceptions import (
     UnusableTaskIdError,
 )
 from .models import EventKind, RunwayTask
-from .polling import (
-    DATABASE_TROUBLE,
-    LAST_ERROR_CHARS,
-    ROW_WRITE_ERRORS,
-    Clock,
-    Poller,
-    PollSummary,
-)
+from .planning import LAST_ERROR_CHARS
+from .polling import DATABASE_TROUBLE, ROW_WRITE_ERRORS, Clock, Poller, PollSummary
 from .statuses import FailureCode, Status
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,288 @@
+"""What a feed answer means for a task, and when to ask again: pure decisions, no I/O.
+
+Each function takes the task's current state and the answer (or the error) and returns a
+:class:`Plan`, the writes the answer asks for; the poller (:mod:`django_runway_feed.polling`)
+applies it. Nothing here reads or writes the database, so these rules are tested without one.
+A task is anything shaped like a ``RunwayTask`` row (:class:`TaskState`): this module does not
+import the models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .conf import conf
+from .exceptions import (
+    RateLimitedError,
+    TaskNotVisibleError,
+)
+from .feed import FeedSnapshot
+from .statuses import TERMINAL_STATUSES, FailureCode, Status, is_forward
+
+logger = logging.getLogger(__name__)
+
+
+# A wrapper that says "success" before any output URL is visible is believed only after this
+# long: the URL usually follows within a poll or two (COMETAPI.md, "Status vocabularies").
+SUCCESS_WITHOUT_OUTPUT_GRACE = 30.0
+# Upper bound for a server's Retry-After (and for error backoff, see below).
+MAX_BACKOFF_SECONDS = 600.0
+# A task's own error backoff stays within this many MAX_POLL_INTERVALs: an error from the
+# gateway says little about one task, and sustained trouble is handled for every task at once
+# (django_runway_feed.gateway), so no task is parked for minutes after a run of bad luck.
+ERROR_BACKOFF_MAX_INTERVALS = 2.0
+# Errors in a row retried after POLL_INTERVAL before the backoff starts doubling. Under random
+# gateway faults most streaks are this short, and each retry is what ends the wait of a task
+# that has finished (measured in benchmarks/bench_storm.py).
+ERROR_RETRIES_AT_INTERVAL = 2
+GROWTH = 1.5
+JITTER = 0.1
+# Runway renders a clip in seconds to a few minutes. While a task runs with no progress rate to
+# aim with (coarse progress: 0 %, 30 %, 100 %), its finish could come at any poll, so the
+# spacing stays at most RUNNING_SPACING x POLL_INTERVAL for USUAL_RUN_SECONDS; a task running
+# longer than that is unusually slow and backs off toward MAX_POLL_INTERVAL like a queued one.
+RUNNING_SPACING = 2.0
+USUAL_RUN_SECONDS = 600.0
+LAST_ERROR_CHARS = 2000
+
+
+_unknown_statuses_logged: set[str] = set()
+
+
+class TaskState(Protocol):
+    """The fields of a task the decisions read (a ``RunwayTask`` row has them all)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def error_count(self) -> int: ...
+    @property
+    def provider_status(self) -> str: ...
+    @property
+    def provider_inner_status(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def submitted_at(self) -> dt.datetime | None: ...
+    @property
+    def started_at(self) -> dt.datetime | None: ...
+    @property
+    def finished_at(self) -> dt.datetime | None: ...
+    @property
+    def resumed_at(self) -> dt.datetime | None: ...
+    @property
+    def last_polled_at(self) -> dt.datetime | None: ...
+
+
+@dataclass
+class Plan:
+    """The writes one poll result asks for."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    new_status: Status | None = None
+    message: str = ""
+    error: bool = False
+    progressed: bool = False
+
+
+def _seconds_between(later: dt.datetime, earlier: dt.datetime | None) -> float | None:
+    return None if earlier is None else (later - earlier).total_seconds()
+
+
+def _jittered(delay: float, *, floor: float) -> float:
+    return max(floor, delay * random.uniform(1 - JITTER, 1 + JITTER))
+
+
+def next_poll_delay(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime) -> float:
+    """Seconds until the next poll of a task that is still unfinished after ``snapshot``.
+
+    Snaps back to ``POLL_INTERVAL`` after a status change; while the task runs with a rising
+    progress, aims at its expected finish; while it runs without one, stays within
+    ``RUNNING_SPACING`` x ``POLL_INTERVAL`` (for ``USUAL_RUN_SECONDS``); otherwise grows
+    geometrically toward ``MAX_POLL_INTERVAL``. Never below ``POLL_INTERVAL``.
+    """
+    floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
+    since_last = _seconds_between(now, task.last_polled_at)
+    if since_last is None or snapshot.status not in (None, Status(task.status)):
+        delay = floor
+    elif (
+        snapshot.status == Status.RUNNING
+        and snapshot.progress is not None
+        and snapshot.progress > task.progress
+        and since_last > 0
+    ):
+        rate = (snapshot.progress - task.progress) / since_last
+        delay = (100 - snapshot.progress) / rate
+    else:
+        delay = since_last * GROWTH
+        running_for = _seconds_between(now, task.started_at)
+        if (
+            snapshot.status == Status.RUNNING
+            and running_for is not None
+            and running_for < USUAL_RUN_SECONDS
+        ):
+            delay = min(delay, RUNNING_SPACING * floor)
+    return _jittered(min(max(delay, floor), ceiling), floor=floor)
+
+
+def error_backoff(error_count: int) -> float:
+    """Exponential backoff after ``error_count`` consecutive errors (jittered, capped).
+
+    ``POLL_INTERVAL`` after each of the first ``ERROR_RETRIES_AT_INTERVAL`` errors in a row (a
+    failed answer says little about the task), then doubling, capped at
+    ``ERROR_BACKOFF_MAX_INTERVALS`` x ``MAX_POLL_INTERVAL`` (and ``MAX_BACKOFF_SECONDS``).
+    """
+    ceiling = min(ERROR_BACKOFF_MAX_INTERVALS * conf.MAX_POLL_INTERVAL, MAX_BACKOFF_SECONDS)
+    doublings = max(error_count - ERROR_RETRIES_AT_INTERVAL, 0)
+    delay = conf.POLL_INTERVAL * 2.0 ** min(doublings, 16)
+    # Jitter upward only (0 to 20 %): the first retry comes at POLL_INTERVAL, which must not be
+    # undercut, and tasks that failed together must still not retry together.
+    return min(delay, ceiling) * random.uniform(1.0, 1.0 + 2 * JITTER)
+
+
+def _age(task: TaskState, now: dt.datetime) -> float:
+    """Seconds since submission, or since an operator resumed the task (a fresh window)."""
+    since = task.submitted_at or task.created_at
+    if task.resumed_at is not None and task.resumed_at > since:
+        since = task.resumed_at
+    return (now - since).total_seconds()
+
+
+def _timed_out(task: TaskState, now: dt.datetime) -> bool:
+    return _age(task, now) > conf.TASK_TIMEOUT
+
+
+def _log_unknown(snapshot: FeedSnapshot) -> None:
+    for raw in snapshot.unknown_statuses:
+        if raw not in _unknown_statuses_logged:
+            _unknown_statuses_logged.add(raw)
+            logger.warning(
+                "Unknown Runway status %r (task %s): kept raw, canonical status unchanged",
+                raw,
+                snapshot.task_id,
+            )
+
+
+def plan_snapshot(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime) -> Plan:
+    """Turn one feed answer into the writes it implies for ``task`` (no I/O)."""
+    _log_unknown(snapshot)
+    plan = Plan()
+    fields = plan.fields
+    fields.update(
+        last_polled_at=now,
+        last_response=snapshot.raw,
+        provider_status=snapshot.provider_status or task.provider_status,
+        provider_inner_status=snapshot.provider_inner_status or task.provider_inner_status,
+        action=snapshot.action or task.action,
+        last_error="",
+    )
+    for name in ("submitted_at", "started_at", "finished_at"):
+        value = getattr(snapshot, name)
+        if value is not None:
+            fields[name] = value
+    if snapshot.outputs:
+        fields["outputs"] = [output._asdict() for output in snapshot.outputs]
+        fields["result_url"] = snapshot.result_url
+    if snapshot.progress is not None and snapshot.progress > task.progress:
+        fields["progress"] = snapshot.progress
+        plan.progressed = True
+
+    target = snapshot.status
+    if target is not None and not is_forward(task.status, target):
+        target = None
+    if target == Status.SUCCEEDED and not snapshot.result_url:
+        # Believe success without an output only once it has lasted a little.
+        seen_at = snapshot.finished_at or task.finished_at or now
+        fields["finished_at"] = seen_at
+        if (now - seen_at).total_seconds() < SUCCESS_WITHOUT_OUTPUT_GRACE:
+            target = Status.RUNNING if is_forward(task.status, Status.RUNNING) else None
+            fields["next_poll_at"] = now + dt.timedelta(seconds=conf.POLL_INTERVAL)
+        else:
+            plan.message = "The provider reported success without an output URL."
+
+    if target is None and _timed_out(task, now):
+        return give_up(task, FailureCode.TIMEOUT, now=now, plan=plan)
+
+    if target is not None:
+        plan.new_status = target
+        if target == Status.RUNNING:
+            fields.setdefault("started_at", now)
+        if target in TERMINAL_STATUSES:
+            fields.setdefault("finished_at", now)
+            fields["next_poll_at"] = None
+            fields["progress"] = 100 if target == Status.SUCCEEDED else task.progress
+            if target != Status.SUCCEEDED:
+                fields["failure_code"] = snapshot.failure_code or FailureCode.PROVIDER
+                fields["fail_reason"] = snapshot.fail_reason
+                plan.message = snapshot.fail_reason or snapshot.failure_code
+    if "next_poll_at" not in fields:
+        delay = next_poll_delay(task, snapshot, now=now)
+        fields["next_poll_at"] = now + dt.timedelta(seconds=delay)
+    return plan
+
+
+def give_up(
+    task: TaskState, code: FailureCode, *, now: dt.datetime, plan: Plan | None = None
+) -> Plan:
+    """A local give-up: ``failed`` with ``code`` (``timeout`` or ``not_found``)."""
+    plan = plan or Plan()
+    reason = {
+        FailureCode.TIMEOUT: (
+            f"Gave up: still unfinished {conf.TASK_TIMEOUT:.0f} s after submission "
+            "(RUNWAY_FEED['TASK_TIMEOUT'])."
+        ),
+        FailureCode.NOT_FOUND: (
+            f"Gave up: CometAPI still answers task_not_exist {conf.NOT_FOUND_GRACE:.0f} s after "
+            "submission (RUNWAY_FEED['NOT_FOUND_GRACE'])."
+        ),
+    }.get(code, str(code.label))
+    plan.new_status = Status.FAILED
+    plan.message = reason
+    plan.fields.update(
+        failure_code=code,
+        fail_reason=reason,
+        finished_at=now,
+        next_poll_at=None,
+        last_polled_at=now,
+    )
+    return plan
+
+
+def plan_error(task: TaskState, error: Exception, *, now: dt.datetime) -> Plan:
+    """The writes a failed poll implies: keep the status, count the error, back off."""
+    if isinstance(error, TaskNotVisibleError):
+        if _age(task, now) > conf.NOT_FOUND_GRACE:
+            return give_up(task, FailureCode.NOT_FOUND, now=now)
+        # Fresh ids are invisible for a few seconds: this is expected, not an error.
+        return Plan(
+            fields={
+                "last_polled_at": now,
+                "last_error": "task_not_exist (not visible yet)",
+                "next_poll_at": now + dt.timedelta(seconds=conf.POLL_INTERVAL),
+            }
+        )
+    if _timed_out(task, now):
+        return give_up(task, FailureCode.TIMEOUT, now=now)
+    delay = error_backoff(task.error_count + 1)
+    if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        delay = max(delay, min(error.retry_after, MAX_BACKOFF_SECONDS))
+    message = f"{type(error).__name__}: {error}"
+    body = getattr(error, "body", "")
+    if body:
+        message = f"{message}\n{body}"
+    return Plan(
+        error=True,
+        fields={
+            "last_polled_at": now,
+            "last_error": message[:LAST_ERROR_CHARS],
+            "next_poll_at": now + dt.timedelta(seconds=delay),
+        },
+    )
