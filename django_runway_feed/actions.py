@@ -24,7 +24,7 @@ from django.utils.functional import lazy
 from django.utils.translation import gettext, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from . import outbox, services, storage
+from . import downloads, outbox, services
 from .client import CometAPIClient
 from .exceptions import DownloadUnavailable, RunwayFeedError
 from .models import POLLABLE_STATUSES, EventKind, Route, RunwayTask, TaskEvent
@@ -447,7 +447,7 @@ def download_results(tasks: Iterable[RunwayTask], *, actor: str = "") -> ActionR
     report = ActionReport("Queued the download of")
     for task in tasks:
         try:
-            storage.queue_download(task, force=True, reason=f"Download queued{_by(actor)}.")
+            downloads.queue_download(task, force=True, reason=f"Download queued{_by(actor)}.")
         except DownloadUnavailable as exc:
             report.skip(task, str(exc))
         else:

@@ -41,7 +41,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from . import actions as operator_actions
-from . import storage
+from . import downloads
 from .counting import count_up_to, estimated_rows
 from .health import gateway_state
 from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
@@ -543,7 +543,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         )
 
     def has_download_permission(self, request: HttpRequest, obj: RunwayTask | None = None) -> bool:
-        return storage.downloads_enabled() and self.has_change_permission(request, obj)
+        return downloads.downloads_enabled() and self.has_change_permission(request, obj)
 
     def get_fieldsets(self, request: HttpRequest, obj: RunwayTask | None = None) -> _FieldsetSpec:
         fieldsets = list(super().get_fieldsets(request, obj))
@@ -652,13 +652,13 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
 
     @admin.display(description=_("output"))
     def output_player(self, task: RunwayTask) -> SafeString | str:
-        stored = web_url(storage.stored_file_url(task, "video"), allow_path=True)
+        stored = web_url(downloads.stored_file_url(task, "video"), allow_path=True)
         source = stored or web_url(task.result_url)
         if not source:
             return (
                 url_or_text(task.result_url) if task.result_url else self.get_empty_value_display()
             )
-        poster = web_url(storage.stored_file_url(task, "poster"), allow_path=True) or web_url(
+        poster = web_url(downloads.stored_file_url(task, "poster"), allow_path=True) or web_url(
             self._output_url(task, "poster")
         )
         origin = _("stored copy") if stored else _("provider URL (expires after 24-48 hours)")
@@ -690,7 +690,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
             if not isinstance(entry, dict):
                 continue
             kind = str(entry.get("kind") or "file")
-            url = web_url(storage.stored_file_url(task, kind), allow_path=True)
+            url = web_url(downloads.stored_file_url(task, kind), allow_path=True)
             name = str(entry.get("name") or "")
             link = format_html('<a href="{}">{}</a>', url, name) if url else name
             rows.append((kind, link, entry.get("size", ""), entry.get("content_type", "")))

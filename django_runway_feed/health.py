@@ -312,7 +312,7 @@ def run_maintenance(*, now: dt.datetime | None = None) -> None:
         except Exception:
             logger.exception("Pruning finished Runway tasks failed")
     try:
-        from .storage import queue_due_downloads
+        from .downloads import queue_due_downloads
 
         # Real time, not the run's clock: the download job checks due-ness against it too.
         queue_due_downloads()

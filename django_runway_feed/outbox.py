@@ -59,7 +59,7 @@ def record_transition(
         created_at=now,
     )
     if status == Status.SUCCEEDED:
-        from .storage import on_task_succeeded
+        from .downloads import on_task_succeeded
 
         on_task_succeeded(task)
     return event

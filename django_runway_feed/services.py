@@ -395,9 +395,9 @@ def poll_due_tasks(
     queues a fresh poll run behind the download jobs: the one worker stores the video within
     seconds of the success instead of after the poll window, and polling carries on.
     """
+    from .downloads import first_downloads_waiting
     from .health import run_maintenance
     from .schedules import POLL_FUNC
-    from .storage import first_downloads_waiting
 
     handed_back = []
 

@@ -21,7 +21,7 @@ from django_runway_feed.client import CometAPIClient
 from django_runway_feed.exceptions import DownloadError, TransientAPIError
 from django_runway_feed.models import RunwayTask
 from django_runway_feed.polling import Poller
-from django_runway_feed.storage import SafeDownloader
+from django_runway_feed.safe_fetch import SafeDownloader
 
 # Trickled at 0.1 s a byte, these take far longer than any deadline below.
 FEED_ANSWER = json.dumps(

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from django_runway_feed import services
+from django_runway_feed.downloads import first_downloads_waiting
 from django_runway_feed.models import DownloadStatus, RunwayTask
 from django_runway_feed.schedules import POLL_FUNC
 from django_runway_feed.statuses import Status
-from django_runway_feed.storage import first_downloads_waiting
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from django_runway_feed import storage
+from django_runway_feed import downloads
 from django_runway_feed.exceptions import DownloadUnavailable
 from django_runway_feed.management.commands._follow import find_task
 from django_runway_feed.models import RunwayTask
@@ -39,8 +39,8 @@ class Command(RunwayCommand):
     ) -> None:
         if not task and not missing:
             raise CommandError("Give --task ID or --missing.")
-        if not storage.downloads_enabled():
-            raise CommandError(storage.DOWNLOADS_OFF)
+        if not downloads.downloads_enabled():
+            raise CommandError(downloads.DOWNLOADS_OFF)
         if task:
             row = self._find(task)
             try:
@@ -51,7 +51,7 @@ class Command(RunwayCommand):
                 raise CommandError(f"The download of task {row} did not complete.")
             return
         done = problems = 0
-        for pk in list(storage.missing_downloads().order_by("pk").values_list("pk", flat=True)):
+        for pk in list(downloads.missing_downloads().order_by("pk").values_list("pk", flat=True)):
             row = RunwayTask.objects.get(pk=pk)
             try:
                 ok = self._download(row, force=force, queue=queue)
@@ -73,10 +73,10 @@ class Command(RunwayCommand):
 
     def _download(self, row: RunwayTask, *, force: bool, queue: bool) -> bool:
         if queue:
-            storage.queue_download(row, force=force, reason="Download queued by runway_download.")
+            downloads.queue_download(row, force=force, reason="Download queued by runway_download.")
             self.stdout.write(f"{row}: queued")
             return True
-        outcome = storage.download_now(row, force=force)
+        outcome = downloads.download_now(row, force=force)
         row.refresh_from_db()
         detail = f" ({outcome.message})" if outcome.outcome != "stored" else ""
         line = f"{row}: {outcome.outcome}{detail}"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from django_runway_feed import storage
+from django_runway_feed import downloads
 from django_runway_feed.exceptions import (
     DownloadError,
     DownloadExpired,
@@ -24,7 +24,7 @@ from django_runway_feed.exceptions import (
     DownloadTooLarge,
 )
 from django_runway_feed.models import DownloadStatus, EventKind, RunwayTask, TaskEvent
-from django_runway_feed.storage import SafeDownloader, address_problem, ip_literal
+from django_runway_feed.safe_fetch import SafeDownloader, address_problem, ip_literal
 from tests.system_checks import checks_without_databases
 
 # A test CA and a certificate for ``videos.example`` signed by it (valid until 2126; made with
@@ -610,7 +610,7 @@ def test_a_failing_poster_leaves_no_file_in_storage(target, media):
         download_status=DownloadStatus.PENDING,
     )
 
-    outcome = storage.download_result(task.pk)
+    outcome = downloads.download_result(task.pk)
 
     task.refresh_from_db()
     assert outcome.outcome == "failed"
@@ -642,7 +642,7 @@ def test_stored_names_take_their_extension_from_a_fixed_list(target, media):
         download_status=DownloadStatus.PENDING,
     )
 
-    assert storage.download_result(task.pk).outcome == "stored"
+    assert downloads.download_result(task.pk).outcome == "stored"
 
     task.refresh_from_db()
     names = [Path(entry["name"]).name for entry in task.stored_files]
