@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import outbox
+from . import jobqueue, outbox
 from .conf import conf
 from .exceptions import (
     DownloadError,
@@ -230,12 +230,10 @@ def first_downloads_waiting(*, now: dt.datetime | None = None) -> bool:
 
 
 def _enqueue(task_pk: int, queued_until: dt.datetime | None = None) -> None:
-    from .services import _enqueue as enqueue_job
-
     if queued_until is None:
-        enqueue_job(JOB, task_pk)
+        jobqueue.enqueue(JOB, task_pk)
     else:
-        enqueue_job(JOB, task_pk, queued_until.isoformat())
+        jobqueue.enqueue(JOB, task_pk, queued_until.isoformat())
 
 
 # -- one download run ----------------------------------------------------------------------------

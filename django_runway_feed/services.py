@@ -18,7 +18,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import outbox
+from . import jobqueue, outbox
 from .cleaning import clean_text, escaped
 from .client import CometAPIClient
 from .conf import conf
@@ -308,7 +308,7 @@ def request_prompt_poll(task_pk: int, *, now: dt.datetime | None = None) -> bool
         .update(lease_owner=token, lease_expires_at=now + interval, next_poll_at=now)
     )
     if taken:
-        _enqueue("django_runway_feed.jobs.poll_task", task_pk, token)
+        jobqueue.enqueue("django_runway_feed.jobs.poll_task", task_pk, token)
     return True
 
 
@@ -324,15 +324,6 @@ def poll_for_callback(
         lease_owner="", lease_expires_at=None
     )
     return poll_task_now(task, client=client, due_only=True)
-
-
-def _enqueue(func: str, *args: Any) -> None:
-    from django.conf import settings
-    from django_q.tasks import async_task
-
-    cluster = getattr(settings, "Q_CLUSTER", {})
-    sync = bool(cluster.get("sync")) if isinstance(cluster, dict) else False
-    async_task(func, *args, sync=sync)
 
 
 def follow_task(
@@ -412,5 +403,5 @@ def poll_due_tasks(
     run_maintenance(now=(clock or timezone.now)())
     if handed_back:
         logger.debug("Poll run handed its worker to waiting downloads; queuing the next run")
-        _enqueue(POLL_FUNC)
+        jobqueue.enqueue(POLL_FUNC)
     return summary

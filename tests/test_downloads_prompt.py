@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from django_runway_feed import services
+from django_runway_feed import jobqueue, services
 from django_runway_feed.downloads import first_downloads_waiting
 from django_runway_feed.models import DownloadStatus, RunwayTask
 from django_runway_feed.schedules import POLL_FUNC
@@ -46,7 +46,7 @@ def waiting_download(**fields) -> RunwayTask:
 def queued(monkeypatch) -> list[str]:
     """The jobs queued (by function), recorded instead of sent to whichever broker is set."""
     funcs: list[str] = []
-    monkeypatch.setattr(services, "_enqueue", lambda func, *args: funcs.append(func))
+    monkeypatch.setattr(jobqueue, "enqueue", lambda func, *args: funcs.append(func))
     return funcs
 
 
