@@ -30,7 +30,14 @@ class RunwayFeedConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            downloads,
+            outbox,
+        )
+
+        # Lower layers reach higher ones through hooks, never imports (docs/architecture.md).
+        outbox.when_succeeded(downloads.on_task_succeeded)
 
         # The schedule is written after migrate, never here: ready() must not touch the DB.
         post_migrate.connect(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,22 @@ from .models import EventKind, RunwayTask, TaskEvent
 from .statuses import Status
 
 logger = logging.getLogger(__name__)
+
+# Called with the task inside the transaction that records its success (see when_succeeded).
+SuccessHook = Callable[[RunwayTask], None]
+_success_hooks: list[SuccessHook] = []
+
+
+def when_succeeded(hook: SuccessHook) -> None:
+    """Have ``hook(task)`` called inside the transaction of every transition to ``succeeded``.
+
+    This is how a module built on the outbox hears of a success in the same transaction as the
+    change, without the outbox importing it: the result downloads register
+    :func:`~django_runway_feed.downloads.on_task_succeeded` (in ``AppConfig.ready``).
+    Registering the same hook again does nothing.
+    """
+    if hook not in _success_hooks:
+        _success_hooks.append(hook)
 
 
 def send(signal: Signal, **kwargs: Any) -> None:
@@ -59,9 +76,8 @@ def record_transition(
         created_at=now,
     )
     if status == Status.SUCCEEDED:
-        from .downloads import on_task_succeeded
-
-        on_task_succeeded(task)
+        for hook in _success_hooks:
+            hook(task)
     return event
 
 
