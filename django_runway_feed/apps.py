@@ -33,11 +33,14 @@ class RunwayFeedConfig(AppConfig):
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             downloads,
+            models,
             outbox,
+            services,
         )
 
         # Lower layers reach higher ones through hooks, never imports (docs/architecture.md).
         outbox.when_succeeded(downloads.on_task_succeeded)
+        models.register_services(services)
 
         # The schedule is written after migrate, never here: ready() must not touch the DB.
         post_migrate.connect(

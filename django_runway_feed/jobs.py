@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from . import services
+from .downloads import download_result as run_download
 from .models import RunwayTask
 
 
@@ -35,7 +36,5 @@ def download_result(task_pk: int, queued_until: str | None = None) -> dict[str, 
     Queued after commit, or by the scheduled run with the hold it put on the task (an ISO
     timestamp).
     """
-    from .downloads import download_result as run_download
-
     hold = dt.datetime.fromisoformat(queued_until) if queued_until else None
     return run_download(task_pk, hold).as_dict()

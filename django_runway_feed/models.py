@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -21,6 +22,60 @@ if TYPE_CHECKING:
 
 # Tasks the poller asks the feed about: accepted by the provider and not finished.
 POLLABLE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+
+class TaskServices(Protocol):
+    """What the manager and the model hand their work to: :mod:`django_runway_feed.services`.
+
+    The services build on the models, so the models reach them through this registration
+    (``AppConfig.ready`` calls :func:`register_services`) rather than through an import.
+    """
+
+    def submit_task(
+        self,
+        route: str,
+        payload: dict[str, Any],
+        *,
+        content_object: models.Model | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        client: CometAPIClient | None = None,
+    ) -> RunwayTask: ...
+
+    def track_task(
+        self,
+        task_id: str,
+        *,
+        content_object: models.Model | None = None,
+        metadata: dict[str, Any] | None = None,
+        now: dt.datetime | None = None,
+    ) -> RunwayTask: ...
+
+    def poll_task_now(
+        self,
+        task: RunwayTask,
+        *,
+        client: CometAPIClient | None = None,
+        now: dt.datetime | None = None,
+    ) -> object: ...
+
+
+_services: list[TaskServices] = []
+
+
+def register_services(services: TaskServices) -> None:
+    """Give the manager and the model the services they call (``AppConfig.ready`` does it)."""
+    _services[:] = [services]
+
+
+def task_services() -> TaskServices:
+    """The registered services; only missing when the app is not in ``INSTALLED_APPS``."""
+    if not _services:
+        raise ImproperlyConfigured(
+            "django_runway_feed's services are not registered: add 'django_runway_feed' to "
+            "INSTALLED_APPS (its AppConfig registers them when the apps are ready)."
+        )
+    return _services[0]
 
 
 class Route(models.TextChoices):
@@ -199,9 +254,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         client: CometAPIClient | None,
     ) -> RunwayTask:
         """Hand a validated ``body`` to :func:`~django_runway_feed.services.submit_task`."""
-        from .services import submit_task
-
-        return submit_task(
+        return task_services().submit_task(
             route,
             body,
             content_object=content_object,
@@ -219,9 +272,9 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         now: dt.datetime | None = None,
     ) -> RunwayTask:
         """Follow a task created elsewhere. Tracking a known id returns the existing row."""
-        from .services import track_task
-
-        return track_task(task_id, content_object=content_object, metadata=metadata, now=now)
+        return task_services().track_task(
+            task_id, content_object=content_object, metadata=metadata, now=now
+        )
 
 
 class RunwayTask(models.Model):
@@ -356,9 +409,7 @@ class RunwayTask(models.Model):
         self, *, client: CometAPIClient | None = None, now: dt.datetime | None = None
     ) -> RunwayTask:
         """Poll this task now, synchronously, apply the answer, and reload the row."""
-        from .services import poll_task_now
-
-        poll_task_now(self, client=client, now=now)
+        task_services().poll_task_now(self, client=client, now=now)
         self.refresh_from_db()
         return self
 

@@ -18,7 +18,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import jobqueue, outbox
+from . import jobqueue, outbox, validation
 from .cleaning import clean_text, escaped
 from .client import CometAPIClient
 from .conf import conf
@@ -239,8 +239,6 @@ def track_task(
     now: dt.datetime | None = None,
 ) -> RunwayTask:
     """Follow a task created elsewhere; idempotent (a known id returns its existing row)."""
-    from . import validation
-
     metadata = validation.metadata(metadata)
     task_id = validation.task_id(task_id)
     existing = RunwayTask.objects.filter(task_id=task_id).first()
