@@ -1,7 +1,8 @@
-"""Is polling healthy? The operational checks, stuck-task marking and the status report.
+"""Is polling healthy? The operational checks and the status report, read only.
 
-Used by the system checks (``manage.py check --deploy``), by ``runway_status`` (text, ``--json``
-and ``--check``) and, for :func:`mark_stale_tasks`, by the scheduled job after each poll run.
+Used by the system checks (``manage.py check --deploy``) and by ``runway_status`` (text,
+``--json`` and ``--check``). Nothing here changes data: the chores after a poll run (marking
+stuck tasks, pruning, queuing downloads) are in :mod:`django_runway_feed.maintenance`.
 Everything that reads the clock takes ``now=`` so callers and tests control time.
 """
 
@@ -10,22 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import ERROR, CheckMessage, Error, Warning
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from . import outbox, signals
 from .conf import conf
 from .counting import count_up_to, estimated_value_counts
 from .gateway import GatewayHealth
 from .gateway import describe as describe_gateway
 from .models import EventKind, PollerState, RunwayTask, TaskEvent
+from .polling import active_pause, pause_in_effect
+from .schedules import POLL_FUNC
+from .settings_checks import check_settings
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 
 logger = logging.getLogger(__name__)
@@ -33,9 +35,6 @@ logger = logging.getLogger(__name__)
 ID = "django_runway_feed"
 # Bumped only if a key of the --json report changes meaning or disappears; new keys may be added.
 REPORT_VERSION = 1
-# Tasks marked stale per run: a backlog (a first deploy over old rows) drains over a few runs
-# instead of making one run send thousands of signals.
-STALE_BATCH = 500
 # The status report counts a finished status exactly up to this many tasks (see status_counts).
 EXACT_COUNT_LIMIT = 10_000
 
@@ -104,8 +103,6 @@ def check_schedule(*, using: str = DEFAULT_DB_ALIAS) -> list[CheckMessage]:
     if not apps.is_installed("django_q"):
         return []
     from django_q.models import Schedule
-
-    from .schedules import POLL_FUNC
 
     if not _tables_exist(using, Schedule):
         return []
@@ -187,8 +184,6 @@ def check_heartbeat(*, now: dt.datetime | None = None) -> list[CheckMessage]:
 
 def check_pause(*, now: dt.datetime | None = None) -> list[CheckMessage]:
     """E010: CometAPI refused the key (401/403) and every worker paused polling."""
-    from .polling import active_pause
-
     now = now or timezone.now()
     state = active_pause(now)
     if state is None or state.paused_until is None:
@@ -238,8 +233,6 @@ def state_messages(
 
 def evaluate(*, now: dt.datetime | None = None) -> list[CheckMessage]:
     """Every check of the app: settings, cluster configuration and live state."""
-    from .checks import check_settings  # checks imports this module
-
     return [
         *check_settings(),
         *check_catch_up(),
@@ -253,71 +246,6 @@ def is_healthy(messages: Iterable[CheckMessage], *, fail_level: int = ERROR) -> 
 
 
 # -- stuck tasks ---------------------------------------------------------------------------------
-
-
-def _send_stale(task_pk: int) -> None:
-    task = RunwayTask.objects.filter(pk=task_pk).first()
-    if task is not None:  # pruned or deleted between the commit and now
-        outbox.send(signals.task_stale, task=task)
-
-
-def mark_stale_tasks(*, now: dt.datetime | None = None, limit: int = STALE_BATCH) -> int:
-    """Set ``stale_at`` on newly stuck tasks and send ``task_stale`` once for each.
-
-    Each mark is a conditional ``UPDATE ... WHERE stale_at IS NULL`` that re-checks the task is
-    still stuck, so of two concurrent workers only one sends; the signal goes out after commit.
-    Returns how many tasks this call marked.
-    """
-    now = now or timezone.now()
-    candidates = list(
-        RunwayTask.objects.stuck(now)
-        .filter(stale_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
-    )
-    marked = 0
-    for pk in candidates:
-        with transaction.atomic():
-            won = (
-                RunwayTask.objects.stuck(now)
-                .filter(pk=pk, stale_at__isnull=True)
-                .update(stale_at=now)
-            )
-            if won:
-                transaction.on_commit(partial(_send_stale, pk), robust=True)
-                marked += 1
-    if marked:
-        logger.warning("%d Runway task(s) became stuck (task_stale sent)", marked)
-    return marked
-
-
-def run_maintenance(*, now: dt.datetime | None = None) -> None:
-    """After a poll run: mark stuck tasks, prune one batch when PRUNE_AFTER_DAYS is set, and
-    queue the result downloads whose retry time has come (DOWNLOAD_RESULTS).
-
-    A failure here is logged, never raised: the poll run it follows has already done its work
-    and must not be reported (or retried by django-q2) as failed.
-    """
-    from .pruning import prune_finished_tasks
-
-    now = now or timezone.now()
-    try:
-        mark_stale_tasks(now=now)
-    except Exception:
-        logger.exception("Marking stuck Runway tasks failed")
-    days = conf.PRUNE_AFTER_DAYS
-    if days:
-        try:
-            prune_finished_tasks(days=days, max_batches=1, now=now)
-        except Exception:
-            logger.exception("Pruning finished Runway tasks failed")
-    try:
-        from .downloads import queue_due_downloads
-
-        # Real time, not the run's clock: the download job checks due-ness against it too.
-        queue_due_downloads()
-    except Exception:
-        logger.exception("Queuing due result downloads failed")
 
 
 # -- the status report ---------------------------------------------------------------------------
@@ -415,8 +343,6 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
         else None
     )
     # A pause recorded for other settings (the key was changed since) is not in effect.
-    from .polling import pause_in_effect
-
     paused = state is not None and pause_in_effect(state, now)
     paused_until = state.paused_until if paused and state else None
     gateway = gateway_state(state, now=now)

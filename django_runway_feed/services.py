@@ -22,6 +22,7 @@ from . import jobqueue, outbox, validation
 from .cleaning import clean_text, escaped
 from .client import CometAPIClient
 from .conf import conf
+from .downloads import first_downloads_waiting
 from .exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -31,9 +32,11 @@ from .exceptions import (
     RunwayFeedError,
     UnusableTaskIdError,
 )
+from .maintenance import run_maintenance
 from .models import EventKind, RunwayTask
 from .planning import LAST_ERROR_CHARS
 from .polling import DATABASE_TROUBLE, ROW_WRITE_ERRORS, Clock, Poller, PollSummary
+from .schedules import POLL_FUNC
 from .statuses import FailureCode, Status
 
 logger = logging.getLogger(__name__)
@@ -384,10 +387,6 @@ def poll_due_tasks(
     queues a fresh poll run behind the download jobs: the one worker stores the video within
     seconds of the success instead of after the poll window, and polling carries on.
     """
-    from .downloads import first_downloads_waiting
-    from .health import run_maintenance
-    from .schedules import POLL_FUNC
-
     handed_back = []
 
     def hand_back() -> bool:
