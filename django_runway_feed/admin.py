@@ -45,7 +45,7 @@ from . import downloads
 from .counting import count_up_to, estimated_rows
 from .health import gateway_state
 from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
-from .polling import pause_in_effect
+from .pause import pause_in_effect
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from .counting import count_up_to, estimated_value_counts
 from .gateway import GatewayHealth
 from .gateway import describe as describe_gateway
 from .models import EventKind, PollerState, RunwayTask, TaskEvent
-from .polling import active_pause, pause_in_effect
+from .pause import active_pause, pause_in_effect
 from .schedules import POLL_FUNC
 from .settings_checks import check_settings
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status

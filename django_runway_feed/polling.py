@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import logging
 import secrets
 import time
@@ -32,7 +30,6 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
-from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Field, QuerySet
 from django.utils import timezone
@@ -54,6 +51,7 @@ from .exceptions import (
 from .feed import FeedSnapshot, parse_feed
 from .gateway import GatewayHealth, GatewayReport, hold_seconds, is_gateway_error
 from .models import PollerState, RunwayTask
+from .pause import settings_fingerprint
 from .planning import MAX_BACKOFF_SECONDS, Plan, error_backoff, plan_error, plan_snapshot
 
 logger = logging.getLogger(__name__)
@@ -104,36 +102,6 @@ class PollSummary:
 
 class NotSent(Exception):
     """A request that was not sent: its lease or its run's window ran out first."""
-
-
-def settings_fingerprint() -> str:
-    """A keyed hash of ``BASE_URL`` and ``API_KEY``: which settings a pause was recorded for.
-
-    HMAC-SHA256 keyed with ``SECRET_KEY``, truncated: it tells "the key changed" without the
-    database ever holding the key or anything an attacker could test guesses against offline.
-    """
-    message = f"{conf.BASE_URL}\n{conf.API_KEY or ''}".encode()
-    secret = str(getattr(settings, "SECRET_KEY", "")).encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
-
-
-def pause_in_effect(state: PollerState, now: dt.datetime) -> bool:
-    """Whether ``state``'s 401/403 pause holds at ``now`` for the current settings.
-
-    A pause recorded for another ``BASE_URL``/``API_KEY`` (its fingerprint differs) is not in
-    effect: the site has changed the settings the API refused.
-    """
-    return (
-        state.paused_until is not None
-        and state.paused_until > now
-        and state.pause_fingerprint in ("", settings_fingerprint())
-    )
-
-
-def active_pause(now: dt.datetime) -> PollerState | None:
-    """The 401/403 pause in effect for the current settings, or None (read only)."""
-    state = PollerState.objects.filter(pk=1, paused_until__gt=now).first()
-    return state if state is not None and pause_in_effect(state, now) else None
 
 
 def _supports_update_from_values() -> bool:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_runway_feed import admin as admin_module
 from django_runway_feed.admin import FailureCodeFilter, duration, web_url
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
-from django_runway_feed.polling import settings_fingerprint
+from django_runway_feed.pause import settings_fingerprint
 from django_runway_feed.statuses import FailureCode, Status
 from django_runway_feed.testing import TaskScript
 from tests.testapp.models import Product, SignalRecord

@@ -27,8 +27,9 @@ from django.db import connection
 from django_runway_feed.budget import MAX_HOLD_SECONDS, Grant, RequestBudget
 from django_runway_feed.health import check_pause, status_report
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
+from django_runway_feed.pause import settings_fingerprint
 from django_runway_feed.planning import LAST_ERROR_CHARS, MAX_BACKOFF_SECONDS
-from django_runway_feed.polling import AUTH_PAUSE_SECONDS, Poller, settings_fingerprint
+from django_runway_feed.polling import AUTH_PAUSE_SECONDS, Poller
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeCometAPI, Fault, TaskScript
 from tests.conftest import run_in_threads

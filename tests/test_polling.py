@@ -14,7 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django_runway_feed import outbox, signals
 from django_runway_feed.budget import RequestBudget
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
-from django_runway_feed.polling import Poller, settings_fingerprint
+from django_runway_feed.pause import settings_fingerprint
+from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeClock, FakeCometAPI, Fault, TaskScript
 
