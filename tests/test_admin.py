@@ -15,8 +15,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_runway_feed import admin as admin_module
-from django_runway_feed.admin import FailureCodeFilter, duration, web_url
+from django_runway_feed.admin import tasks as admin_module
+from django_runway_feed.admin.display import duration, web_url
+from django_runway_feed.admin.filters import FailureCodeFilter
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.pause import settings_fingerprint
 from django_runway_feed.statuses import FailureCode, Status

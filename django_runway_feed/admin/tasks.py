@@ -1,5 +1,5 @@
-"""The Django admin: a task list with badges, progress and a summary; a task page with its
-output, JSON and timeline; and the operator actions of :mod:`django_runway_feed.actions`.
+"""The task admin: a list with badges, progress and a summary; a task page with its output,
+JSON and timeline; and the operator actions of :mod:`django_runway_feed.actions`.
 
 Everything that came from the API is escaped (``format_html`` and autoescaped templates), and
 only ``http``/``https`` URLs become links or media sources. Both pages run a fixed number of
@@ -9,11 +9,9 @@ queries whatever the number of tasks or events.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
@@ -32,21 +30,34 @@ from django.http import (
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.dateformat import format as format_date
 from django.utils.formats import localize
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
-from . import actions as operator_actions
-from . import downloads
-from .counting import count_up_to, estimated_rows
-from .health import gateway_state
-from .models import PollerState, RunwayTask, RunwayTaskQuerySet, TaskEvent
-from .pause import pause_in_effect
-from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
+from .. import actions as operator_actions
+from .. import downloads
+from ..counting import count_up_to, estimated_rows
+from ..health import gateway_state
+from ..models import PollerState, RunwayTask, TaskEvent
+from ..pause import pause_in_effect
+from ..statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
+from .display import (
+    COUNT_LIMIT,
+    ERROR_EXCERPT,
+    PROMPT_EXCERPT,
+    BoundedPaginator,
+    duration,
+    excerpt,
+    pretty_json,
+    progress_bar,
+    status_badge,
+    time_field,
+    time_text,
+    url_or_text,
+    web_url,
+)
+from .filters import FailureCodeFilter, HasOutputFilter, StuckFilter
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -54,118 +65,15 @@ if TYPE_CHECKING:
 
     # django-stubs makes these generic; at run time they are plain classes.
     RunwayTaskAdminBase = admin.ModelAdmin[RunwayTask]
-    TaskEventAdminBase = admin.ModelAdmin[TaskEvent]
-    PollerStateAdminBase = admin.ModelAdmin[PollerState]
 else:
-    RunwayTaskAdminBase = TaskEventAdminBase = PollerStateAdminBase = admin.ModelAdmin
+    RunwayTaskAdminBase = admin.ModelAdmin
 
 # The task page shows this many of the latest events, and links to the full list.
 TIMELINE_EVENTS = 50
 # And links to at most this many resubmissions of the task.
 RESUBMISSION_LINKS = 20
-PROMPT_EXCERPT = 60
-ERROR_EXCERPT = 80
 # The live view answers for at most this many tasks per request (a list page shows 50).
 LIVE_MAX_TASKS = 100
-STATUS_CLASSES = {status.value: status.value for status in Status}
-# Lists and the summary count rows up to this many, then say "more than": an exact count of a
-# million rows reads them all, on every page view.
-COUNT_LIMIT = 10_000
-# The failure-code filter offers the codes of this many of the latest failed (and cancelled) tasks.
-RECENT_FAILURES = 500
-
-
-class BoundedPaginator(Paginator):  # type: ignore[type-arg]
-    """A paginator that counts at most ``COUNT_LIMIT + 1`` rows.
-
-    Past that, the list shows "more than COUNT_LIMIT" and pages up to there; filters, a search
-    or the date drill-down narrow it down.
-    """
-
-    limit = COUNT_LIMIT
-
-    @cached_property
-    def count(self) -> int:
-        return count_up_to(self.object_list, self.limit)  # type: ignore[arg-type]
-
-    @property
-    def count_is_bounded(self) -> bool:
-        return self.count > self.limit
-
-
-def web_url(url: object, *, allow_path: bool = False) -> str | None:
-    """``url`` if a browser may follow it: ``http``/``https`` with a host, else None.
-
-    ``allow_path`` also accepts a site-relative path (``/media/...``), which is what the
-    site's own storage answers; URLs from the API never get that allowance.
-    """
-    if not isinstance(url, str) or not url.strip():
-        return None
-    try:
-        # urlsplit drops the tabs, newlines and leading blanks a browser would also ignore,
-        # so "java\tscript:" and " javascript:" are judged by the scheme the browser sees.
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    if parts.scheme.lower() in ("http", "https") and parts.netloc:
-        return parts.geturl()
-    if allow_path and not parts.scheme and not parts.netloc and parts.path.startswith("/"):
-        return parts.geturl()
-    return None
-
-
-def url_or_text(url: str, label: str | None = None) -> SafeString:
-    """A link when ``url`` is a web URL, else the value as inert text."""
-    safe = web_url(url)
-    if safe:
-        return format_html(
-            '<a href="{}" rel="noopener noreferrer" target="_blank">{}</a>', safe, label or url
-        )
-    return format_html(
-        '<code class="rf-inert" title="{}">{}</code>',
-        _("Not an http(s) URL: not linked."),
-        url,
-    )
-
-
-def pretty_json(value: Any) -> SafeString:
-    if value in (None, "", {}, []):
-        return format_html('<span class="rf-muted">{}</span>', _("(empty)"))
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    return format_html('<pre class="rf-json">{}</pre>', text)
-
-
-def duration(seconds: float) -> str:
-    """A compact duration: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, _seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def status_badge(status: str, label: str) -> SafeString:
-    css = STATUS_CLASSES.get(status, "unknown")
-    return format_html('<span class="rf-badge rf-badge--{}">{}</span>', css, label)
-
-
-def progress_bar(progress: int, status: str) -> SafeString:
-    value = max(0, min(100, int(progress or 0)))
-    css = STATUS_CLASSES.get(status, "unknown")
-    return format_html(
-        '<span class="rf-progress-cell"><span class="rf-progress" role="progressbar" '
-        'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{0}">'
-        '<span class="rf-progress__fill rf-progress__fill--{1}" style="width: {0}%"></span>'
-        '</span><span class="rf-progress__label">{0}%</span></span>',
-        value,
-        css,
-    )
 
 
 def live(task: RunwayTask, field: str, content: SafeString) -> SafeString:
@@ -176,34 +84,6 @@ def live(task: RunwayTask, field: str, content: SafeString) -> SafeString:
         field,
         content,
     )
-
-
-def time_text(value: dt.datetime) -> str:
-    """A time to the second, in the site's time zone."""
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return format_date(local, "Y-m-d H:i:s")
-
-
-def exact_time(value: dt.datetime | None) -> SafeString | None:
-    """``time_text`` in a ``<time>`` element; None shows as the admin's "-"."""
-    if value is None:
-        return None
-    return format_html(
-        '<time class="rf-time" datetime="{}">{}</time>', value.isoformat(), time_text(value)
-    )
-
-
-def time_field(model: type[Any], name: str, *, description: Any = None) -> Any:
-    """A read-only display of the datetime field ``name`` with seconds (the admin's own
-    format stops at minutes, so every time of a quick task looked the same)."""
-
-    label = description or model._meta.get_field(name).verbose_name
-
-    @admin.display(description=label, ordering=name)
-    def show(model_admin: Any, obj: Any) -> SafeString | str:
-        return exact_time(getattr(obj, name)) or model_admin.get_empty_value_display()
-
-    return show
 
 
 def last_success_text(last_success_at: dt.datetime | None, *, now: dt.datetime) -> str:
@@ -246,88 +126,6 @@ def live_task(status: str, progress: int | None) -> dict[str, Any]:
         "label": str(Status(status).label) if status in Status.values else status,
         "progress": max(0, min(100, int(progress or 0))),
     }
-
-
-def excerpt(text: str, length: int) -> SafeString | None:
-    if not text:
-        return None
-    short = Truncator(" ".join(text.split())).chars(length)
-    return format_html('<span title="{}">{}</span>', text, short)
-
-
-class StuckFilter(admin.SimpleListFilter):
-    """Unfinished tasks older than ``STALE_AFTER``: the same rule as ``stuck()`` and W007."""
-
-    title = _("stuck")
-    parameter_name = "stuck"
-
-    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
-        return [("yes", str(_("Stuck")))]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[RunwayTask]
-    ) -> QuerySet[RunwayTask] | None:
-        if self.value() == "yes" and isinstance(queryset, RunwayTaskQuerySet):
-            return queryset.stuck()
-        return queryset
-
-
-class FailureCodeFilter(admin.SimpleListFilter):
-    """The failure codes of the latest failed and cancelled tasks.
-
-    Only those carry a code. The latest ``RECENT_FAILURES`` of each status are read through the
-    (status, created_at) index: the distinct codes of every failed task would read them all.
-    """
-
-    title = _("failure code")
-    parameter_name = "failure_code"
-
-    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
-        codes: set[str] = set()
-        for status in (Status.FAILED, Status.CANCELLED):
-            latest = (
-                RunwayTask.objects.filter(status=status)
-                .order_by("-created_at")
-                .values_list("failure_code", flat=True)
-            )
-            codes.update(code for code in latest[:RECENT_FAILURES] if code)
-        value = self.value()
-        if value:
-            codes.add(value)  # an older code chosen by hand stays on offer
-        labels = dict(FailureCode.choices)
-        return [(code, str(labels.get(code, code))) for code in sorted(codes)]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[RunwayTask]
-    ) -> QuerySet[RunwayTask] | None:
-        value = self.value()
-        return queryset.filter(failure_code=value) if value else queryset
-
-
-class HasOutputFilter(admin.SimpleListFilter):
-    """Whether a task has an output: the provider's URL, a stored file, or none."""
-
-    title = _("output")
-    parameter_name = "output"
-
-    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
-        return [
-            ("url", str(_("Has an output URL"))),
-            ("stored", str(_("Stored in our storage"))),
-            ("none", str(_("No output"))),
-        ]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[RunwayTask]
-    ) -> QuerySet[RunwayTask] | None:
-        value = self.value()
-        if value == "url":
-            return queryset.exclude(result_url="")
-        if value == "stored":
-            return queryset.exclude(output_file="")
-        if value == "none":
-            return queryset.filter(result_url="", output_file="")
-        return queryset
 
 
 class RunAction(Protocol):
@@ -984,114 +782,3 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     @admin.action(description=_("Download results now"), permissions=["download"])
     def download_action(self, request: HttpRequest, queryset: QuerySet[RunwayTask]) -> None:
         self.run_action(request, "download", queryset)
-
-
-class ReadOnlyAdmin:
-    """Registered for reading only: nobody adds, changes or deletes a row, not even a superuser."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-@admin.register(TaskEvent)
-class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
-    """The history, read-only: nobody adds, edits or deletes an event from the admin."""
-
-    list_display = (
-        "created_time",
-        "task_link",
-        "kind",
-        "transition",
-        "progress",
-        "message_excerpt",
-    )
-    list_filter = ("kind",)
-    list_select_related = ("task",)
-    # Newest first by primary key: an index the database always has, even at 500,000 rows.
-    ordering = ("-pk",)
-    show_full_result_count = False
-    # Counting five million events to number the pages would take longer than the page.
-    paginator = BoundedPaginator
-    list_per_page = 100
-    fields = (
-        "task_link",
-        "kind",
-        "transition",
-        "progress",
-        "message",
-        "payload_json",
-        "created_time",
-        "dispatched_time",
-        "redeliver_time",
-    )
-    readonly_fields = fields
-
-    class Media:
-        css = {"all": ("django_runway_feed/admin.css",)}
-
-    created_time = time_field(TaskEvent, "created_at")
-    dispatched_time = time_field(TaskEvent, "dispatched_at")
-    redeliver_time = time_field(TaskEvent, "redeliver_after")
-
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
-        # The task page links here with ?task__id__exact=<pk>.
-        return lookup == "task__id__exact" or super().lookup_allowed(lookup, value, request)
-
-    @admin.display(description=_("task"), ordering="task")
-    def task_link(self, event: TaskEvent) -> SafeString:
-        url = reverse(
-            f"{self.admin_site.name}:django_runway_feed_runwaytask_change", args=[event.task_id]
-        )
-        # The first 8 characters, like the task list: a full UUID wrapped each row to 5 lines.
-        task = event.task
-        full = task.task_id or f"#{task.pk}"
-        return format_html('<a href="{}" title="{}">{}</a>', url, full, full[:8])
-
-    @admin.display(description=_("from -> to"))
-    def transition(self, event: TaskEvent) -> str:
-        return f"{event.from_status or '-'} -> {event.to_status or '-'}"
-
-    @admin.display(description=_("message"))
-    def message_excerpt(self, event: TaskEvent) -> SafeString | None:
-        return excerpt(event.message, ERROR_EXCERPT)
-
-    @admin.display(description=_("payload"))
-    def payload_json(self, event: TaskEvent) -> SafeString:
-        return pretty_json(event.payload)
-
-
-@admin.register(PollerState)
-class PollerStateAdmin(ReadOnlyAdmin, PollerStateAdminBase):
-    """The poller's shared row, read-only: its heartbeat and the API pause."""
-
-    # The model's fields have no verbose names (adding them would need a migration): the
-    # labels are translated here.
-    list_display = ("__str__", "last_run_time", "last_success_time", "paused_until_time")
-    fields = (
-        "last_run_time",
-        "last_success_time",
-        "last_run_json",
-        "paused_until_time",
-        "pause_reason_text",
-    )
-    readonly_fields = fields
-
-    last_run_time = time_field(PollerState, "last_run_at", description=_("last run at"))
-    last_success_time = time_field(
-        PollerState, "last_success_at", description=_("last successful run at")
-    )
-    paused_until_time = time_field(PollerState, "paused_until", description=_("paused until"))
-
-    @admin.display(description=_("last run"))
-    def last_run_json(self, state: PollerState) -> SafeString:
-        return pretty_json(state.last_run)
-
-    @admin.display(description=_("pause reason"))
-    def pause_reason_text(self, state: PollerState) -> str:
-        return state.pause_reason or self.get_empty_value_display()
