@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
-from django_runway_feed import signals
+from django_runway_feed import cleaning, signals
 from django_runway_feed.client import CometAPIClient
 from django_runway_feed.testing import FakeClock, FakeCometAPI
 
@@ -199,3 +200,25 @@ def run_in_threads(count: int, target: Callable[[], object], *, timeout: float =
     for thread in threads:
         thread.join(timeout=timeout)
     return errors
+
+
+def unclean(value: Any) -> list[str]:
+    """Where ``value`` (read back from the database) holds something the cleaning removes."""
+    found: list[str] = []
+
+    def walk(item: Any, path: str) -> None:
+        if isinstance(item, str):
+            if cleaning.clean_text(item) != item:
+                found.append(path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            found.append(path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                walk(key, f"{path}.<key>")
+                walk(child, f"{path}.{key}")
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                walk(child, f"{path}[{index}]")
+
+    walk(value, "")
+    return found

@@ -26,6 +26,7 @@ from django_runway_feed.models import EventKind, RunwayTask, TaskEvent
 from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import FailureCode, Status
 from django_runway_feed.testing import FakeCometAPI, Fault, TaskScript
+from tests.conftest import unclean
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,28 +57,6 @@ def answer(api: FakeCometAPI, task: RunwayTask, body: str, *, times: int = 1) ->
 def feed_body(task_id: str, **fields: Any) -> dict[str, Any]:
     data = {"task_id": task_id, "status": "QUEUED", "progress": "10%", **fields}
     return {"code": "success", "message": "", "data": data}
-
-
-def unclean(value: Any) -> list[str]:
-    """Where ``value`` (read back from the database) holds something the cleaning removes."""
-    found: list[str] = []
-
-    def walk(item: Any, path: str) -> None:
-        if isinstance(item, str):
-            if cleaning.clean_text(item) != item:
-                found.append(path)
-        elif isinstance(item, float) and not math.isfinite(item):
-            found.append(path)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                walk(key, f"{path}.<key>")
-                walk(child, f"{path}.{key}")
-        elif isinstance(item, list):
-            for index, child in enumerate(item):
-                walk(child, f"{path}[{index}]")
-
-    walk(value, "")
-    return found
 
 
 def stored(task: RunwayTask) -> list[str]:
@@ -135,44 +114,6 @@ def assert_written_and_released(task: RunwayTask, *, polls: int = 1) -> None:
     assert task.poll_count == polls
     assert task.lease_owner == ""
     assert task.last_polled_at is not None
-
-
-# -- cleaning (pure) ------------------------------------------------------------------------------
-
-
-def test_cleaning_loads_non_finite_numbers_become_null_and_are_noted():
-    cleaned = cleaning.loads(b'{"a": NaN, "b": [Infinity, -Infinity], "c": 1e400, "d": 1.5}')
-
-    assert cleaned.value == {"a": None, "b": [None, None], "c": None, "d": 1.5}
-    assert [note.path for note in cleaned.notes] == ["a", "b[0]", "b[1]", "c"]
-
-
-def test_cleaning_loads_nul_and_lone_surrogates_removed_from_keys_and_values():
-    cleaned = cleaning.loads(r'{"k\u0000ey": "v\u0000a\ud800l\udfff", "pair": "\ud83d\ude00"}')
-
-    assert cleaned.value == {"key": "val", "pair": "\U0001f600"}
-    assert str(cleaned.note_at("key")) == (
-        "key: NUL characters or lone surrogates removed from a string "
-        "(was 'v\\x00a\\ud800l\\udfff')"
-    )
-
-
-def test_cleaning_loads_containers_deeper_than_the_cap_become_null():
-    depth = cleaning.MAX_DEPTH + 5
-    cleaned = cleaning.loads('{"a": ' + "[" * depth + "]" * depth + ', "b": 1}')
-
-    assert cleaned.value["b"] == 1
-    assert unclean(cleaned.value) == []
-    assert json.dumps(cleaned.value).count("[") == cleaning.MAX_DEPTH - 1
-    assert "nested deeper than" in cleaned.notes[0].problem
-
-
-def test_cleaning_loads_clean_json_unchanged_without_notes():
-    body = {"code": "success", "data": {"task_id": "t-1", "progress": 0.5, "list": [1, "x"]}}
-
-    cleaned = cleaning.loads(json.dumps(body))
-
-    assert cleaned == cleaning.Cleaned(body)
 
 
 # -- feed answers -------------------------------------------------------------------------------
