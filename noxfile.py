@@ -8,8 +8,8 @@
     nox -l                   list the sessions; ``-s "tests(3.13-django6.1)"`` runs one
 
 Arguments after ``--`` go to pytest. ``make matrix`` runs nox from the project's .venv. The
-README's ``make test`` stays the check on the default interpreter (with ruff, mypy and the
-migrations check).
+README's ``make test`` stays the check on the default interpreter (with ruff, mypy, the layers
+contract and the migrations check).
 """
 
 from __future__ import annotations
