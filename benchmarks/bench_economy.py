@@ -76,12 +76,36 @@ def sdk_waiter(plans: list[tuple[float, Any]]) -> tuple[list[int], list[float]]:
     return calls, delays
 
 
+def track_plans(api: Any, plans: list[tuple[float, Any]], *, prefix: str) -> dict[str, float]:
+    """Script ``plans`` in the fake API and track each as a queued row; their finish times."""
+    from django_runway_feed.models import RunwayTask
+    from django_runway_feed.testing.tasks import FakeTask
+
+    finished: dict[str, float] = {}
+    rows = []
+    for index, (created, script) in enumerate(plans):
+        task_id = api.add_task(script, task_id=f"{prefix}-{index:05d}", created_at=created)
+        finished[task_id] = FakeTask(task_id, script, created, "").finished_at
+        at = dt.datetime.fromtimestamp(created, tz=dt.UTC)
+        rows.append(
+            RunwayTask(
+                task_id=task_id,
+                route="tracked",
+                status="queued",
+                submitted_at=at,
+                created_at=at,
+                next_poll_at=at,
+            )
+        )
+    RunwayTask.objects.bulk_create(rows, batch_size=500)
+    return finished
+
+
 def ours(plans: list[tuple[float, Any]]) -> tuple[list[int], list[float], float]:
     """Calls per task, finish-to-seen delays and simulated seconds of our poller."""
     from django_runway_feed.models import RunwayTask
     from django_runway_feed.polling import Poller
     from django_runway_feed.testing import FakeClock, FakeCometAPI
-    from django_runway_feed.testing.tasks import FakeTask
 
     RunwayTask.objects.all().delete()
     clock = FakeClock(start=START)
@@ -89,25 +113,9 @@ def ours(plans: list[tuple[float, Any]]) -> tuple[list[int], list[float], float]
     def now() -> dt.datetime:
         return dt.datetime.fromtimestamp(clock.now(), tz=dt.UTC)
 
-    finished: dict[str, float] = {}
     with FakeCometAPI(api_key=API_KEY, clock=clock) as api:
         configure_feed(BASE_URL=api.url)
-        rows = []
-        for index, (created, script) in enumerate(plans):
-            task_id = api.add_task(script, task_id=f"eco-{index:05d}", created_at=created)
-            finished[task_id] = FakeTask(task_id, script, created, "").finished_at
-            at = dt.datetime.fromtimestamp(created, tz=dt.UTC)
-            rows.append(
-                RunwayTask(
-                    task_id=task_id,
-                    route="tracked",
-                    status="queued",
-                    submitted_at=at,
-                    created_at=at,
-                    next_poll_at=at,
-                )
-            )
-        RunwayTask.objects.bulk_create(rows, batch_size=500)
+        finished = track_plans(api, plans, prefix="eco")
         steps = 0
         with Poller(clock=now) as poller:
             while steps < 5000:

@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.bench_economy import START, STEP, p95, scripts
+from benchmarks.bench_economy import START, STEP, p95, scripts, track_plans
 from benchmarks.common import (
     API_KEY,
     bench_database,
@@ -54,7 +54,6 @@ def simulate(plans: list[tuple[float, Any]], *, fault_rate: float) -> dict[str, 
     from django_runway_feed.models import RunwayTask
     from django_runway_feed.polling import Poller
     from django_runway_feed.testing import FakeClock, FakeCometAPI
-    from django_runway_feed.testing.tasks import FakeTask
 
     RunwayTask.objects.all().delete()
     clock = FakeClock(start=START)
@@ -62,26 +61,10 @@ def simulate(plans: list[tuple[float, Any]], *, fault_rate: float) -> dict[str, 
     def now() -> dt.datetime:
         return dt.datetime.fromtimestamp(clock.now(), tz=dt.UTC)
 
-    finished: dict[str, float] = {}
     throttled = 0
     with FakeCometAPI(api_key=API_KEY, clock=clock, fault_rate=fault_rate, seed=SEED) as api:
         configure_feed(BASE_URL=api.url)
-        rows = []
-        for index, (created, script) in enumerate(plans):
-            task_id = api.add_task(script, task_id=f"storm-{index:05d}", created_at=created)
-            finished[task_id] = FakeTask(task_id, script, created, "").finished_at
-            at = dt.datetime.fromtimestamp(created, tz=dt.UTC)
-            rows.append(
-                RunwayTask(
-                    task_id=task_id,
-                    route="tracked",
-                    status="queued",
-                    submitted_at=at,
-                    created_at=at,
-                    next_poll_at=at,
-                )
-            )
-        RunwayTask.objects.bulk_create(rows, batch_size=500)
+        finished = track_plans(api, plans, prefix="storm")
         steps = 0
         budget = RequestBudget(None, now=clock.now)
         with Poller(clock=now, budget=budget) as poller:

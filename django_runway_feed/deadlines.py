@@ -191,7 +191,9 @@ def _watch_current(connection: HTTPConnection) -> None:
         bound.watch(connection)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched(HTTPConnection):
+    """Puts the connection under the current deadline before it connects or sends."""
+
     def connect(self) -> None:
         _watch_current(self)
         super().connect()
@@ -202,15 +204,12 @@ class _WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        _watch_current(self)
-        super().connect()
-        _watch_current(self)  # now with its socket
+class _WatchedHTTPConnection(_Watched):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_current(self)
-        super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
