@@ -28,8 +28,8 @@ from . import downloads, outbox, services
 from .client import CometAPIClient
 from .exceptions import DownloadUnavailable, RunwayFeedError
 from .models import POLLABLE_STATUSES, EventKind, Route, RunwayTask, TaskEvent
-from .polling import DATABASE_TROUBLE
 from .statuses import FailureCode, Status
+from .writes import DATABASE_TROUBLE
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet

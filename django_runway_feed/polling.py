@@ -18,20 +18,18 @@ functions of :mod:`django_runway_feed.planning`; this module claims, fetches and
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Field, QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from . import outbox
@@ -53,6 +51,7 @@ from .gateway import GatewayHealth, GatewayReport, hold_seconds, is_gateway_erro
 from .models import PollerState, RunwayTask
 from .pause import settings_fingerprint
 from .planning import MAX_BACKOFF_SECONDS, Plan, error_backoff, plan_error, plan_snapshot
+from .writes import DATABASE_TROUBLE, ROW_WRITE_ERRORS, bulk_write, statement_guard
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +66,6 @@ STORM_MIN_RATE_LIMITED = 3
 # A request ends this long before its task's lease, for the time between reading the clock
 # and writing the lease (and clocks that disagree a little).
 LEASE_MARGIN_SECONDS = 0.5
-# A write refused for one row's values (a constraint, a value the column or the driver cannot
-# take) costs that row's task one poll; a database that is locked or gone is the round's trouble
-# (see Poller._guarded) and is never mistaken for it.
-ROW_WRITE_ERRORS = (DatabaseError, ValueError, RecursionError)
-DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -102,77 +96,6 @@ class PollSummary:
 
 class NotSent(Exception):
     """A request that was not sent: its lease or its run's window ran out first."""
-
-
-def _supports_update_from_values() -> bool:
-    if connection.vendor == "postgresql":
-        return True
-    if connection.vendor == "sqlite":
-        # UPDATE ... FROM arrived in SQLite 3.33.
-        import sqlite3
-
-        return sqlite3.sqlite_version_info >= (3, 33)
-    return False
-
-
-def _bulk_write(owner: str, tasks: list[RunwayTask], names: list[str]) -> None:
-    """Write ``names`` of every task still leased to ``owner``, in one statement per chunk.
-
-    Django's ``bulk_update`` builds a ``CASE WHEN`` expression per field and row, which costs
-    milliseconds of CPU per task (most of a poll round, measured in ``benchmarks/``). An
-    ``UPDATE ... FROM (VALUES ...)`` with plain parameters writes the same values for a fraction
-    of that. Backends without it fall back to ``bulk_update``.
-    """
-    if not tasks:
-        return
-    if not _supports_update_from_values():
-        RunwayTask.objects.filter(lease_owner=owner).bulk_update(tasks, names)
-        return
-    meta = RunwayTask._meta
-    fields = [cast("Field[Any, Any]", meta.get_field(name)) for name in names]
-    pk_field = meta.pk
-    assert pk_field is not None
-    quote = connection.ops.quote_name
-    postgres = connection.vendor == "postgresql"
-    placeholders = ", ".join(
-        f"%s::{field.cast_db_type(connection)}" if postgres else "%s"
-        for field in [pk_field, *fields]
-    )
-    columns = ", ".join(["pk", *(f"c{index}" for index in range(len(fields)))])
-    assignments = ", ".join(
-        f"{quote(str(field.column))} = v.c{index}" for index, field in enumerate(fields)
-    )
-    table, pk = quote(meta.db_table), quote(str(pk_field.column))
-    per_row = len(fields) + 1
-    max_params = connection.features.max_query_params or 65_535
-    chunk = max(1, (max_params - 1) // per_row)
-    with connection.cursor() as cursor:
-        for start in range(0, len(tasks), chunk):
-            rows = tasks[start : start + chunk]
-            params: list[Any] = []
-            for task in rows:
-                params.append(task.pk)
-                params.extend(
-                    field.get_db_prep_save(getattr(task, field.attname), connection)
-                    for field in fields
-                )
-            values = ", ".join([f"({placeholders})"] * len(rows))
-            cursor.execute(
-                f"WITH v ({columns}) AS (VALUES {values}) "  # noqa: S608 (names quoted, values bound)
-                f"UPDATE {table} SET {assignments} FROM v "
-                f"WHERE {table}.{pk} = v.pk AND {table}.{quote('lease_owner')} = %s",
-                [*params, owner],
-            )
-
-
-def _statement_guard() -> AbstractContextManager[object]:
-    """What a write that may be refused needs so the connection stays usable if it is.
-
-    In autocommit a refused statement leaves nothing behind. Inside a caller's transaction it
-    would leave that transaction aborted (PostgreSQL) and fail every write after it: a savepoint
-    contains it. No transaction of our own otherwise, so a quiet round costs no extra query.
-    """
-    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
 def _empty_round() -> _Round | PollSummary:
@@ -477,16 +400,16 @@ class Poller:
                 task.lease_owner, task.lease_expires_at = "", None
             tasks = [task for task, _plan in group]
             try:
-                with _statement_guard():
-                    _bulk_write(owner, tasks, sorted(names))
+                with statement_guard():
+                    bulk_write(owner, tasks, sorted(names))
             except DATABASE_TROUBLE:
                 raise
             except ROW_WRITE_ERRORS:
                 # Some row's values were refused: row by row, so only that row's task pays.
                 for task in tasks:
                     try:
-                        with _statement_guard():
-                            _bulk_write(owner, [task], sorted(names))
+                        with statement_guard():
+                            bulk_write(owner, [task], sorted(names))
                     except DATABASE_TROUBLE:
                         raise
                     except ROW_WRITE_ERRORS as exc:
@@ -532,7 +455,7 @@ class Poller:
                 logger.exception("Task %s: even its give-up could not be written", task.task_id)
             return
         try:
-            with _statement_guard():
+            with statement_guard():
                 RunwayTask.objects.filter(pk=task.pk, lease_owner=owner).update(
                     **plan.fields,
                     poll_count=F("poll_count") + 1,

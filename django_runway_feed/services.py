@@ -35,9 +35,10 @@ from .exceptions import (
 from .maintenance import run_maintenance
 from .models import EventKind, RunwayTask
 from .planning import LAST_ERROR_CHARS
-from .polling import DATABASE_TROUBLE, ROW_WRITE_ERRORS, Clock, Poller, PollSummary
+from .polling import Clock, Poller, PollSummary
 from .schedules import POLL_FUNC
 from .statuses import FailureCode, Status
+from .writes import DATABASE_TROUBLE, ROW_WRITE_ERRORS
 
 logger = logging.getLogger(__name__)
 
