@@ -288,10 +288,15 @@ def act_one_body(*, video: Any, image: Any, extra: dict[str, Any]) -> dict[str, 
     return {"video": video_url, "image": image_url}
 
 
+def metadata_too_deep() -> str:
+    """The message for metadata nested past ``MAX_METADATA_DEPTH``."""
+    return _("metadata nests deeper than %(depth)d levels.") % {"depth": MAX_METADATA_DEPTH}
+
+
 def _metadata_problem(value: Any, depth: int) -> str:
     """Why ``value`` (part of the metadata) cannot be stored as JSON, or ``""``."""
     if depth > MAX_METADATA_DEPTH:
-        return _("metadata nests deeper than %(depth)d levels.") % {"depth": MAX_METADATA_DEPTH}
+        return metadata_too_deep()
     if isinstance(value, float) and not math.isfinite(value):
         return _("metadata must not hold %(value)r: JSON has no NaN or Infinity.") % {
             "value": value

@@ -26,14 +26,21 @@ def _motion(value: str) -> dict[str, float]:
     return vector
 
 
+def invalid_arguments(error: ValidationError) -> CommandError:
+    """One line naming each argument the validation refused, and why."""
+    messages = "; ".join(f"{field}: {' '.join(errs)}" for field, errs in error.message_dict.items())
+    return CommandError(f"Invalid arguments: {messages}")
+
+
 def _metadata(value: str) -> Any:
     """``--metadata``: JSON, checked further by the task's validation."""
     try:
         return json.loads(value)
     except RecursionError:
-        # Deeper than json can read: far past the validation's own limit.
-        raise CommandError(
-            f"--metadata nests deeper than {validation.MAX_METADATA_DEPTH} levels."
+        # Deeper than json can read (on some Pythons): far past the validation's own limit,
+        # so say what the validation says where json reads it.
+        raise invalid_arguments(
+            ValidationError({"metadata": [validation.metadata_too_deep()]})
         ) from None
     except ValueError as exc:
         raise CommandError(f"--metadata is not valid JSON: {exc}") from None
@@ -133,10 +140,7 @@ class Command(RunwayCommand):
             else:
                 task = RunwayTask.objects.act_one(options["video"], options["image"], **common)
         except ValidationError as exc:
-            messages = "; ".join(
-                f"{field}: {' '.join(errs)}" for field, errs in exc.message_dict.items()
-            )
-            raise CommandError(f"Invalid arguments: {messages}") from exc
+            raise invalid_arguments(exc) from exc
         except RunwayFeedError as exc:
             raise CommandError(str(exc)) from exc
         report(
