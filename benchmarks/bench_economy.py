@@ -116,22 +116,39 @@ def ours(plans: list[tuple[float, Any]]) -> tuple[list[int], list[float], float]
     with FakeCometAPI(api_key=API_KEY, clock=clock) as api:
         configure_feed(BASE_URL=api.url)
         finished = track_plans(api, plans, prefix="eco")
-        steps = 0
         with Poller(clock=now) as poller:
-            while steps < 5000:
-                while poller.run_round().claimed:
-                    pass
-                if steps % 20 == 0 and not RunwayTask.objects.unfinished().exists():
-                    break
-                clock.advance(STEP)
-                steps += 1
-        calls = [api.call_count(task_id) for task_id in finished]
+            calls, delays, seconds, _throttled = poll_until_finished(poller, clock, api, finished)
+    return calls, delays, seconds
+
+
+def poll_until_finished(
+    poller: Any, clock: Any, api: Any, finished: dict[str, float]
+) -> tuple[list[int], list[float], float, int]:
+    """Poll on the fake clock until no task is unfinished (or 5,000 steps).
+
+    Returns the calls per task, the finish-to-seen delays, the simulated seconds and the
+    requests the budget held back.
+    """
+    from django_runway_feed.models import RunwayTask
+
+    steps = throttled = 0
+    while steps < 5000:
+        while True:
+            summary = poller.run_round()
+            throttled += summary.throttled
+            if not summary.claimed:
+                break
+        if steps % 20 == 0 and not RunwayTask.objects.unfinished().exists():
+            break
+        clock.advance(STEP)
+        steps += 1
+    calls = [api.call_count(task_id) for task_id in finished]
     delays = [
         seen.timestamp() - finished[task_id]
         for task_id, seen in RunwayTask.objects.values_list("task_id", "last_polled_at")
         if seen is not None
     ]
-    return calls, delays, steps * STEP
+    return calls, delays, steps * STEP, throttled
 
 
 def p95(values: list[float]) -> float:

@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.bench_economy import START, STEP, p95, scripts, track_plans
+from benchmarks.bench_economy import START, p95, poll_until_finished, scripts, track_plans
 from benchmarks.common import (
     API_KEY,
     bench_database,
@@ -61,30 +61,13 @@ def simulate(plans: list[tuple[float, Any]], *, fault_rate: float) -> dict[str, 
     def now() -> dt.datetime:
         return dt.datetime.fromtimestamp(clock.now(), tz=dt.UTC)
 
-    throttled = 0
     with FakeCometAPI(api_key=API_KEY, clock=clock, fault_rate=fault_rate, seed=SEED) as api:
         configure_feed(BASE_URL=api.url)
         finished = track_plans(api, plans, prefix="storm")
-        steps = 0
         budget = RequestBudget(None, now=clock.now)
         with Poller(clock=now, budget=budget) as poller:
-            while steps < 5000:
-                while True:
-                    summary = poller.run_round()
-                    throttled += summary.throttled
-                    if not summary.claimed:
-                        break
-                if steps % 20 == 0 and not RunwayTask.objects.unfinished().exists():
-                    break
-                clock.advance(STEP)
-                steps += 1
-        calls = [api.call_count(task_id) for task_id in finished]
-    delays = [
-        seen.timestamp() - finished[task_id]
-        for task_id, seen in RunwayTask.objects.values_list("task_id", "last_polled_at")
-        if seen is not None
-    ]
-    return {"calls": calls, "delays": delays, "throttled": throttled, "seconds": steps * STEP}
+            calls, delays, seconds, throttled = poll_until_finished(poller, clock, api, finished)
+    return {"calls": calls, "delays": delays, "throttled": throttled, "seconds": seconds}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
