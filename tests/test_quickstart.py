@@ -32,6 +32,8 @@ import pytest
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.quickstart,
+    # Its wheel is built in the checkout too: the packaging tests' worker builds it in turn.
+    pytest.mark.xdist_group("build_in_checkout"),
     pytest.mark.skipif(
         bool(os.environ.get("DATABASE_URL")), reason="runs once, in the SQLite pass"
     ),
