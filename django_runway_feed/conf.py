@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULE_NAME": "django_runway_feed.poll",
     "AUTO_SCHEDULE": True,
     "CALLBACK_BASE_URL": None,
+    # The cadence's memory (docs/polling.md): relax while callbacks arrive; learn run times.
+    "TRUST_CALLBACKS": True,
+    "LEARN_RUN_TIMES": True,
     "PRUNE_AFTER_DAYS": None,
     # Operations: an unfinished task older than this is "stuck" (task_stale); no successful
     # poll run for longer than this while tasks wait is a health error.
@@ -167,6 +170,14 @@ class RunwayFeedSettings:
     def CALLBACK_BASE_URL(self) -> str | None:
         value = _get("CALLBACK_BASE_URL")
         return str(value).rstrip("/") if value else None
+
+    @property
+    def TRUST_CALLBACKS(self) -> bool:
+        return bool(_get("TRUST_CALLBACKS"))
+
+    @property
+    def LEARN_RUN_TIMES(self) -> bool:
+        return bool(_get("LEARN_RUN_TIMES"))
 
     @property
     def PRUNE_AFTER_DAYS(self) -> int | None:

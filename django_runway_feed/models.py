@@ -311,6 +311,10 @@ class RunwayTask(models.Model):
     # from here rather than from submission, so the task gets a fresh window.
     resumed_at = models.DateTimeField(_("resumed"), null=True, blank=True)
     last_polled_at = models.DateTimeField(_("last polled"), null=True, blank=True)
+    # Created with a callback URL that reaches this site (CALLBACK_BASE_URL was set), and when
+    # its first callback came: the evidence that callbacks arrive (django_runway_feed.history).
+    expects_callback = models.BooleanField(_("expects a callback"), default=False)
+    callback_at = models.DateTimeField(_("callback received"), null=True, blank=True)
     next_poll_at = models.DateTimeField(_("next poll"), null=True, blank=True)
 
     poll_count = models.PositiveIntegerField(_("polls"), default=0)
@@ -380,6 +384,12 @@ class RunwayTask(models.Model):
             models.Index(fields=["status", "created_at"], name="runway_task_status_idx"),
             # The admin's newest-first list and its year/month drill-down, read backwards.
             models.Index(fields=["created_at", "id"], name="runway_task_created_idx"),
+            # The newest finishes, read by the poller's history (django_runway_feed.history).
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(finished_at__isnull=False),
+                name="runway_task_finished_idx",
+            ),
             # The status report's "polled in the last hour" reads a range of this.
             models.Index(fields=["last_polled_at"], name="runway_task_polled_idx"),
             models.Index(fields=["content_type", "object_id"], name="runway_task_object_idx"),

@@ -5,6 +5,11 @@ Each function takes the task's current state and the answer (or the error) and r
 applies it. Nothing here reads or writes the database, so these rules are tested without one.
 A task is anything shaped like a ``RunwayTask`` row (:class:`TaskState`): this module does not
 import the models.
+
+What the past says about a task comes in an :class:`Outlook`, built by
+:mod:`django_runway_feed.history` from recently finished tasks: whether callbacks are arriving
+(then polling is only a safety net, :func:`callback_verdict`) and how long tasks of the same
+profile ran (:class:`RunTimes`, so polls go where finishes are likely).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +56,22 @@ RUNNING_SPACING = 2.0
 USUAL_RUN_SECONDS = 600.0
 LAST_ERROR_CHARS = 2000
 
+# While callbacks arrive, a task that expects one is polled only as a safety net: this share of
+# MAX_POLL_INTERVAL apart (with the jitter, always under it), so a finish whose callback was
+# lost is still seen within MAX_POLL_INTERVAL.
+SAFETY_NET_SHARE = 0.9
+# Callbacks are believed while, among the latest CALLBACK_EVIDENCE settled finishes, at least
+# CALLBACK_MIN_ANNOUNCED were announced by one, fewer than half were not, and the newest
+# CALLBACK_MISS_STREAK were not all missed (a quiet site notices a stop after a few finishes).
+CALLBACK_EVIDENCE = 20
+CALLBACK_MIN_ANNOUNCED = 2
+CALLBACK_MISS_STREAK = 4
+# Run times are learned per profile from the latest RUN_TIME_WINDOW successes, once there are
+# RUN_TIME_MIN_SAMPLES of them; "low" and "high" are these quantiles of the run time.
+RUN_TIME_WINDOW = 100
+RUN_TIME_MIN_SAMPLES = 20
+RUN_TIME_LOW, RUN_TIME_HIGH = 0.02, 0.98
+
 
 _unknown_statuses_logged: set[str] = set()
 
@@ -80,6 +103,12 @@ class TaskState(Protocol):
     def resumed_at(self) -> dt.datetime | None: ...
     @property
     def last_polled_at(self) -> dt.datetime | None: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def request(self) -> Any: ...
+    @property
+    def expects_callback(self) -> bool: ...
 
 
 @dataclass
@@ -93,6 +122,123 @@ class Plan:
     progressed: bool = False
 
 
+@dataclass(frozen=True)
+class RunTimes:
+    """How long recent successes of one profile ran, from start to finish, in seconds."""
+
+    samples: int
+    low: float
+    median: float
+    high: float
+
+
+def learn_run_times(durations: Sequence[float]) -> RunTimes | None:
+    """The quantiles the cadence uses, or None with fewer than ``RUN_TIME_MIN_SAMPLES``."""
+    usable = [value for value in durations if value > 0]
+    if len(usable) < RUN_TIME_MIN_SAMPLES:
+        return None
+    cuts = statistics.quantiles(usable, n=100, method="inclusive")
+    return RunTimes(
+        samples=len(usable),
+        low=cuts[round(RUN_TIME_LOW * 100) - 1],
+        median=statistics.median(usable),
+        high=cuts[round(RUN_TIME_HIGH * 100) - 1],
+    )
+
+
+def profile(route: str, request: Any) -> str:
+    """What makes run times comparable: the route, the model and the clip length.
+
+    ``"generate/gen4_turbo/10"``; a part the request does not give is left empty.
+    """
+    model: Any = None
+    seconds: Any = None
+    if isinstance(request, Mapping):
+        model = request.get("model")
+        options = request.get("options")
+        if isinstance(options, Mapping):
+            seconds = options.get("seconds")
+    return profile_key(route, model, seconds)
+
+
+def profile_key(route: str, model: Any, seconds: Any) -> str:
+    return f"{route}/{model or ''}/{seconds or ''}"
+
+
+class CallbackState:
+    """What :func:`callback_verdict` concludes (plain strings, shown as they are)."""
+
+    OFF = "off"  # CALLBACK_BASE_URL unset, or TRUST_CALLBACKS off
+    WAITING = "waiting"  # no recent finish says yet whether callbacks arrive
+    ARRIVING = "arriving"  # polling is a safety net
+    MISSING = "missing"  # finishes came without their callback: the usual cadence
+
+
+@dataclass(frozen=True)
+class CallbackVerdict:
+    state: str = CallbackState.OFF
+    announced: int = 0
+    missed: int = 0
+    last_callback_at: dt.datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state == CallbackState.ARRIVING
+
+
+def callback_verdict(
+    announced: Sequence[bool], *, enabled: bool, last_callback_at: dt.datetime | None = None
+) -> CallbackVerdict:
+    """Are callbacks arriving? ``announced`` says, newest first, for each settled finish of a
+    task created with a callback URL, whether its callback came.
+
+    A finish is settled once it is old enough for a late callback to have come (see
+    :mod:`django_runway_feed.history`); only successes count against callbacks, since failures
+    may not be called back (COMETAPI.md, "Callbacks").
+    """
+    if not enabled:
+        return CallbackVerdict()
+    latest = list(announced[:CALLBACK_EVIDENCE])
+    came = sum(latest)
+    missed = len(latest) - came
+    streak = latest[:CALLBACK_MISS_STREAK]
+    if came < CALLBACK_MIN_ANNOUNCED and not missed:
+        state = CallbackState.WAITING
+    elif (
+        came >= CALLBACK_MIN_ANNOUNCED
+        and 2 * missed < len(latest)
+        and not (len(streak) == CALLBACK_MISS_STREAK and not any(streak))
+    ):
+        state = CallbackState.ARRIVING
+    else:
+        state = CallbackState.MISSING
+    return CallbackVerdict(state, came, missed, last_callback_at)
+
+
+class Outlook(Protocol):
+    """What the poller knows beyond the task itself; asked only when a decision needs it."""
+
+    def callbacks(self) -> CallbackVerdict: ...
+    def run_times_for(self, task: TaskState) -> RunTimes | None: ...
+
+
+@dataclass(frozen=True)
+class FixedOutlook:
+    """An :class:`Outlook` given in full (the default knows nothing)."""
+
+    verdict: CallbackVerdict = CallbackVerdict()
+    learned: Mapping[str, RunTimes] = field(default_factory=dict)
+
+    def callbacks(self) -> CallbackVerdict:
+        return self.verdict
+
+    def run_times_for(self, task: TaskState) -> RunTimes | None:
+        return self.learned.get(profile(task.route, task.request))
+
+
+NO_OUTLOOK: Outlook = FixedOutlook()
+
+
 def _seconds_between(later: dt.datetime, earlier: dt.datetime | None) -> float | None:
     return None if earlier is None else (later - earlier).total_seconds()
 
@@ -101,26 +247,61 @@ def _jittered(delay: float, *, floor: float) -> float:
     return max(floor, delay * random.uniform(1 - JITTER, 1 + JITTER))
 
 
-def next_poll_delay(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime) -> float:
+def next_poll_delay(
+    task: TaskState,
+    snapshot: FeedSnapshot,
+    *,
+    now: dt.datetime,
+    outlook: Outlook = NO_OUTLOOK,
+) -> float:
     """Seconds until the next poll of a task that is still unfinished after ``snapshot``.
 
-    Snaps back to ``POLL_INTERVAL`` after a status change; while the task runs with a rising
-    progress, aims at its expected finish; while it runs without one, stays within
-    ``RUNNING_SPACING`` x ``POLL_INTERVAL`` (for ``USUAL_RUN_SECONDS``); otherwise grows
-    geometrically toward ``MAX_POLL_INTERVAL``. Never below ``POLL_INTERVAL``.
+    - While callbacks arrive and the task expects one, a safety net: ``SAFETY_NET_SHARE`` x
+      ``MAX_POLL_INTERVAL``.
+    - While it runs with a rising progress, aims at the finish the progress rate predicts.
+    - With learned run times for its profile (and a start time from the provider): no poll
+      before the earliest likely finish (``low``), then ``RUNNING_SPACING`` x ``POLL_INTERVAL``
+      apart; a queued task is looked at ``low`` apart, since it cannot finish sooner. Past the
+      latest likely finish (``high``) it is polled as without history.
+    - Without history: back to ``POLL_INTERVAL`` after a status change; while running, at most
+      ``RUNNING_SPACING`` x ``POLL_INTERVAL`` apart for ``USUAL_RUN_SECONDS``; otherwise growing
+      geometrically toward ``MAX_POLL_INTERVAL``.
+
+    Never below ``POLL_INTERVAL`` nor above ``MAX_POLL_INTERVAL``.
     """
     floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
+    if task.expects_callback and outlook.callbacks().live:
+        return _safety_net()
     since_last = _seconds_between(now, task.last_polled_at)
-    if since_last is None or snapshot.status not in (None, Status(task.status)):
-        delay = floor
-    elif (
-        snapshot.status == Status.RUNNING
-        and snapshot.progress is not None
-        and snapshot.progress > task.progress
-        and since_last > 0
+    status = snapshot.status or Status(task.status)
+    progress = snapshot.progress
+    rate = None
+    if (
+        snapshot.status == Status.RUNNING == task.status
+        and progress is not None
+        and progress > task.progress
+        and since_last
     ):
-        rate = (snapshot.progress - task.progress) / since_last
-        delay = (100 - snapshot.progress) / rate
+        rate = (progress - task.progress) / since_last
+    learned = None if rate is not None else outlook.run_times_for(task)
+    if rate is not None and progress is not None:
+        delay = (100 - progress) / rate
+    elif learned is not None and status == Status.QUEUED:
+        delay = learned.low
+    elif (
+        learned is not None
+        and status == Status.RUNNING
+        and (started := snapshot.started_at) is not None
+        and (now - started).total_seconds() < learned.high
+    ):
+        delay = max(learned.low - (now - started).total_seconds(), 0.0)
+        if delay < floor:
+            delay = RUNNING_SPACING * floor
+        else:
+            # The first look lands on the earliest likely finish, not after it.
+            return min(max(delay, floor), ceiling)
+    elif since_last is None or snapshot.status not in (None, Status(task.status)):
+        delay = floor
     else:
         delay = since_last * GROWTH
         running_for = _seconds_between(now, task.started_at)
@@ -131,6 +312,21 @@ def next_poll_delay(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime
         ):
             delay = min(delay, RUNNING_SPACING * floor)
     return _jittered(min(max(delay, floor), ceiling), floor=floor)
+
+
+def _safety_net() -> float:
+    floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
+    return _jittered(min(max(SAFETY_NET_SHARE * ceiling, floor), ceiling), floor=floor)
+
+
+def first_poll_delay(*, expects_callback: bool, callbacks: CallbackVerdict) -> float:
+    """Seconds from an accepted create to the task's first poll.
+
+    ``POLL_INTERVAL``; the safety net's spacing when callbacks arrive and the task expects one.
+    """
+    if expects_callback and callbacks.live:
+        return _safety_net()
+    return conf.POLL_INTERVAL
 
 
 def error_backoff(error_count: int) -> float:
@@ -171,7 +367,9 @@ def _log_unknown(snapshot: FeedSnapshot) -> None:
             )
 
 
-def plan_snapshot(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime) -> Plan:
+def plan_snapshot(
+    task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime, outlook: Outlook = NO_OUTLOOK
+) -> Plan:
     """Turn one feed answer into the writes it implies for ``task`` (no I/O)."""
     _log_unknown(snapshot)
     plan = Plan()
@@ -224,7 +422,7 @@ def plan_snapshot(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime) 
                 fields["fail_reason"] = snapshot.fail_reason
                 plan.message = snapshot.fail_reason or snapshot.failure_code
     if "next_poll_at" not in fields:
-        delay = next_poll_delay(task, snapshot, now=now)
+        delay = next_poll_delay(task, snapshot, now=now, outlook=outlook)
         fields["next_poll_at"] = now + dt.timedelta(seconds=delay)
     return plan
 

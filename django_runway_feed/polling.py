@@ -48,9 +48,11 @@ from .exceptions import (
 )
 from .feed import FeedSnapshot, parse_feed
 from .gateway import GatewayHealth, GatewayReport, hold_seconds, is_gateway_error
+from .history import Hindsight
 from .models import PollerState, RunwayTask
 from .pause import settings_fingerprint
 from .planning import MAX_BACKOFF_SECONDS, Plan, error_backoff, plan_error, plan_snapshot
+from .statuses import TERMINAL_STATUSES
 from .writes import DATABASE_TROUBLE, ROW_WRITE_ERRORS, bulk_write, statement_guard
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,8 @@ class Poller:
         self.budget_retry_in = 0.0
         # Answers (and the gateway's failures among them) not yet added to the shared window.
         self.gateway_report = GatewayReport()
+        # What recent finishes say (callbacks arriving, run times), read now and then.
+        self.hindsight = Hindsight()
         self.database_errors = 0
         self._own_client = client is None
         self.client = client or CometAPIClient(pool_size=self.concurrency)
@@ -323,6 +327,7 @@ class Poller:
         if answered:
             failed = sum(1 for result in results if is_gateway_error(result))
             self.gateway_report = self.gateway_report.add(answered, failed, self.budget.now())
+        outlook = self.hindsight.at(now)
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, NotSent):
                 left_leased = True  # released below, untouched: the next round polls it
@@ -332,8 +337,14 @@ class Poller:
                 left_leased = True
                 continue
             if isinstance(result, FeedSnapshot):
-                plan = plan_snapshot(task, result, now=now)
+                plan = plan_snapshot(task, result, now=now, outlook=outlook)
                 summary.polled += 1
+                if plan.new_status in TERMINAL_STATUSES:
+                    self.hindsight.noticed_finish(
+                        task,
+                        plan.fields.get("started_at", task.started_at),
+                        plan.fields.get("finished_at"),
+                    )
             else:
                 plan = plan_error(task, result, now=now)
                 summary.errors += int(plan.error)

@@ -32,9 +32,10 @@ from .exceptions import (
     RunwayFeedError,
     UnusableTaskIdError,
 )
+from .history import read_callback_verdict
 from .maintenance import run_maintenance
 from .models import EventKind, RunwayTask
-from .planning import LAST_ERROR_CHARS
+from .planning import LAST_ERROR_CHARS, CallbackVerdict, first_poll_delay
 from .polling import Clock, Poller, PollSummary
 from .schedules import POLL_FUNC
 from .statuses import FailureCode, Status
@@ -134,6 +135,7 @@ def submit_task(
                 idempotency_key=idempotency_key,
                 metadata=metadata or {},
                 resubmitted_from=resubmitted_from,
+                expects_callback=bool(conf.CALLBACK_BASE_URL),
                 **_link(content_object),
             )
     except IntegrityError:
@@ -212,7 +214,11 @@ def _finish_submission(
 ) -> None:
     now = now or timezone.now()
     if status == Status.QUEUED:
-        values.update(submitted_at=now, next_poll_at=now + dt.timedelta(seconds=conf.POLL_INTERVAL))
+        first_poll = first_poll_delay(
+            expects_callback=task.expects_callback,
+            callbacks=read_callback_verdict(now) if task.expects_callback else CallbackVerdict(),
+        )
+        values.update(submitted_at=now, next_poll_at=now + dt.timedelta(seconds=first_poll))
     else:
         values.update(finished_at=now)
     with transaction.atomic():
@@ -291,6 +297,8 @@ def request_prompt_poll(task_pk: int, *, now: dt.datetime | None = None) -> bool
     UPDATE), and the job takes the lease over by its token (:func:`poll_for_callback`).
     """
     now = now or timezone.now()
+    # The evidence that callbacks arrive (django_runway_feed.history), finished tasks included.
+    RunwayTask.objects.filter(pk=task_pk, callback_at__isnull=True).update(callback_at=now)
     task = RunwayTask.objects.pollable().filter(pk=task_pk).first()
     if task is None:
         return False

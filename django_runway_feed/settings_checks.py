@@ -62,6 +62,8 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "SCHEDULE_NAME": (lambda v: isinstance(v, str) and 0 < len(v) <= 100, "a short string"),
     "AUTO_SCHEDULE": (lambda v: isinstance(v, bool), "True or False"),
     "CALLBACK_BASE_URL": (lambda v: v is None or _is_url(v), "None or an http(s) URL"),
+    "TRUST_CALLBACKS": (lambda v: isinstance(v, bool), "True or False"),
+    "LEARN_RUN_TIMES": (lambda v: isinstance(v, bool), "True or False"),
     "PRUNE_AFTER_DAYS": (lambda v: v is None or _is_positive_int(v), "None or a positive integer"),
     "DOWNLOAD_RESULTS": (lambda v: isinstance(v, bool), "True or False"),
     "STORAGE": (lambda v: isinstance(v, str) and bool(v), "the alias of a STORAGES entry"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -41,6 +41,11 @@ class Task:
     finished_at: dt.datetime | None = None
     resumed_at: dt.datetime | None = None
     last_polled_at: dt.datetime | None = NOW - dt.timedelta(seconds=10)
+    route: str = "generate"
+    request: dict[str, object] = field(
+        default_factory=lambda: {"model": "gen4_turbo", "options": {"seconds": 5}}
+    )
+    expects_callback: bool = False
 
 
 def snapshot(status: Status | None, **fields: object) -> FeedSnapshot:
