@@ -16,10 +16,11 @@ from collections import defaultdict
 from django.db.models import Q
 
 from .conf import conf
-from .models import RunwayTask
+from .models import PollerState, RunwayTask
 from .planning import (
     CALLBACK_EVIDENCE,
     RUN_TIME_WINDOW,
+    CallbackState,
     CallbackVerdict,
     Outlook,
     RunTimes,
@@ -101,25 +102,49 @@ class Hindsight:
     def __init__(self) -> None:
         self._callbacks = CallbackVerdict()
         self._callbacks_read_at: dt.datetime | None = None
+        # The state all workers last agreed on (PollerState.callbacks_state), when known: set
+        # from the poller's read of the shared row each round.
+        self.agreed_state: str | None = None
         self._run_times: dict[str, RunTimes] = {}
         self._run_times_read_at: dt.datetime | None = None
+
+    @property
+    def verdict(self) -> CallbackVerdict:
+        """The callback verdict as last read (without reading it again)."""
+        return self._callbacks
 
     def at(self, now: dt.datetime) -> Outlook:
         return _OutlookAt(self, now)
 
     def callbacks(self, now: dt.datetime) -> CallbackVerdict:
         if _stale(self._callbacks_read_at, now, conf.POLL_INTERVAL):
-            previous = self._callbacks
             self._callbacks = read_callback_verdict(now)
             self._callbacks_read_at = now
-            if previous.live and not self._callbacks.live:
-                self._fall_back(now)
-            elif self._callbacks.live and not previous.live:
-                logger.info(
-                    "Callbacks arrive for recent finishes: tasks that expect one are polled "
-                    "only as a safety net"
-                )
+            self._agree(self._callbacks, now)
         return self._callbacks
+
+    def _agree(self, verdict: CallbackVerdict, now: dt.datetime) -> None:
+        """Record a changed verdict in the shared row; the worker that moves it acts on it.
+
+        Across runs and workers, so callbacks that stop between two poll runs still bring the
+        relaxed tasks forward, exactly once.
+        """
+        agreed = self.agreed_state
+        if agreed is None or agreed == verdict.state:
+            return
+        moved = PollerState.objects.filter(pk=1, callbacks_state=agreed).update(
+            callbacks_state=verdict.state
+        )
+        self.agreed_state = verdict.state
+        if not moved:
+            return  # another worker moved it first (and acted)
+        if agreed == CallbackState.ARRIVING:
+            self._fall_back(now)
+        elif verdict.live:
+            logger.info(
+                "Callbacks arrive for recent finishes: tasks that expect one are polled only "
+                "as a safety net"
+            )
 
     def run_times(self, now: dt.datetime) -> dict[str, RunTimes]:
         if _stale(self._run_times_read_at, now, RUN_TIME_REFRESH):

@@ -560,12 +560,14 @@ class Poller:
                 "gateway_answers",
                 "gateway_errors",
                 "gateway_window_start",
+                "callbacks_state",
             )
             .first()
         )
         if row is None:
             return None, None, GatewayHealth()
-        until, fingerprint, tat, answers, errors, window_start = row
+        until, fingerprint, tat, answers, errors, window_start, callbacks_state = row
+        self.hindsight.agreed_state = callbacks_state
         gateway = GatewayHealth(answers, errors, window_start)
         if until is None or until <= now:
             return None, tat, gateway

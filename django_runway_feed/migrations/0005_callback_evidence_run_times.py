@@ -34,6 +34,11 @@ class Migration(migrations.Migration):
             name="expects_callback",
             field=models.BooleanField(default=False, verbose_name="expects a callback"),
         ),
+        migrations.AddField(
+            model_name="pollerstate",
+            name="callbacks_state",
+            field=models.CharField(blank=True, max_length=16),
+        ),
         AddIndexConcurrentlyOnPostgres(
             model_name="runwaytask",
             index=models.Index(

@@ -24,6 +24,7 @@ _DURATIONS = (
     "run_for",
     "output_delay",
     "wrapper_lag",
+    "callback_delay",
 )
 
 
@@ -61,7 +62,8 @@ class TaskScript:
     ``queued_wrapper_status`` is the wrapper status while queued or throttled.
     ``callback`` says whether the server calls back ``callback_url`` when the task ends (only
     when the server was started with ``callbacks=True``; COMETAPI.md: failures may not be called
-    back).
+    back), and ``callback_delay`` how long after the end the callback is sent at the earliest
+    (its timing is not documented).
     """
 
     outcome: str = "succeeded"
@@ -79,6 +81,7 @@ class TaskScript:
     output_delay: float = 0.0
     wrapper_lag: float = 0.0
     callback: bool = True
+    callback_delay: float = 0.0
 
     def __post_init__(self) -> None:
         _require_choice("outcome", self.outcome, OUTCOMES)

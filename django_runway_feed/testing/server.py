@@ -495,7 +495,8 @@ class FakeCometAPI:
     def deliver_callbacks(self) -> list[CallbackDelivery]:
         """POST the legacy record to ``callback_url`` of each task that finished since last time.
 
-        Each task is called back at most once, only when its script says ``callback=True``.
+        Each task is called back at most once, only when its script says ``callback=True``, and
+        not before its script's ``callback_delay`` has passed since it finished.
         Runs by itself every quarter second when the server was built with ``callbacks=True``;
         call it directly to deliver at a moment the test chooses. Returns the new deliveries.
         """
@@ -508,6 +509,7 @@ class FakeCometAPI:
                 and task.script.callback
                 and task.task_id not in self._callbacks_claimed
                 and task.phase_at(now) in TERMINAL_PHASES
+                and now >= task.finished_at + task.script.callback_delay
             ]
             self._callbacks_claimed.update(task.task_id for task in due)
         deliveries = []
