@@ -24,6 +24,7 @@ from .conf import conf
 from .counting import count_up_to, estimated_value_counts
 from .gateway import GatewayHealth
 from .gateway import describe as describe_gateway
+from .history import read_callback_verdict, read_run_times
 from .models import EventKind, PollerState, RunwayTask, TaskEvent
 from .pause import active_pause, pause_in_effect
 from .schedules import POLL_FUNC
@@ -318,6 +319,38 @@ def gateway_state(state: PollerState | None, *, now: dt.datetime) -> dict[str, A
     return describe_gateway(health, state.gateway_held_until, now=now)
 
 
+def callbacks_state(*, now: dt.datetime) -> dict[str, Any]:
+    """Whether callbacks arrive for recent finishes, so polling is only a safety net.
+
+    One query while callbacks are on (``CALLBACK_BASE_URL`` set and ``TRUST_CALLBACKS``),
+    none otherwise. The two settings are given too, so a reader can say why it is off.
+    """
+    verdict = read_callback_verdict(now)
+    return {
+        "state": verdict.state,
+        "announced": verdict.announced,
+        "missed": verdict.missed,
+        "last_callback_at": verdict.last_callback_at,
+        "callback_base_url_set": bool(conf.CALLBACK_BASE_URL),
+        "trust_callbacks": conf.TRUST_CALLBACKS,
+    }
+
+
+def run_times_state(*, now: dt.datetime) -> dict[str, dict[str, Any]]:
+    """The run times learned per profile (``generate/gen4_turbo/10``), in seconds, sorted by
+    profile; empty when none is learned yet or ``LEARN_RUN_TIMES`` is off. One query (none
+    when off)."""
+    return {
+        key: {
+            "samples": learned.samples,
+            "low": round(learned.low, 1),
+            "median": round(learned.median, 1),
+            "high": round(learned.high, 1),
+        }
+        for key, learned in sorted(read_run_times(now).items())
+    }
+
+
 def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     """What ``runway_status --json`` prints; the shape is documented in docs/operations.md."""
     now = now or timezone.now()
@@ -346,6 +379,7 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
     paused = state is not None and pause_in_effect(state, now)
     paused_until = state.paused_until if paused and state else None
     gateway = gateway_state(state, now=now)
+    callbacks = callbacks_state(now=now)
     problems = evaluate(now=now)
     return {
         "version": REPORT_VERSION,
@@ -372,5 +406,8 @@ def status_report(*, now: dt.datetime | None = None) -> dict[str, Any]:
             "pause_reason": state.pause_reason if paused and state else "",
         },
         "gateway": {**gateway, "held_until": _iso(gateway["held_until"])},
+        "callbacks": {**callbacks, "last_callback_at": _iso(callbacks["last_callback_at"])},
+        "run_times": run_times_state(now=now),
+        "learn_run_times": conf.LEARN_RUN_TIMES,
         "problems": [_describe(message) for message in problems],
     }

@@ -50,15 +50,18 @@ def test_status_json_has_the_documented_shape(healthy):
     report = status_json()
 
     assert sorted(report) == [
+        "callbacks",
         "counts",
         "estimated",
         "gateway",
         "generated_at",
         "healthy",
         "last_hour",
+        "learn_run_times",
         "oldest_unfinished_age_seconds",
         "poller",
         "problems",
+        "run_times",
         "stuck",
         "unfinished",
         "version",
@@ -92,6 +95,16 @@ def test_status_json_has_the_documented_shape(healthy):
     assert report["poller"]["last_run"]["polled"] == 2
     assert report["poller"]["paused"] is False
     assert report["poller"]["paused_until"] is None
+    assert sorted(report["callbacks"]) == [
+        "announced",
+        "callback_base_url_set",
+        "last_callback_at",
+        "missed",
+        "state",
+        "trust_callbacks",
+    ]
+    assert report["callbacks"]["state"] == "off"
+    assert (report["run_times"], report["learn_run_times"]) == ({}, True)
 
 
 def test_status_json_empty_database_uses_nulls(healthy):

@@ -38,7 +38,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import actions as operator_actions
 from .. import downloads
 from ..counting import count_up_to, estimated_rows
-from ..health import gateway_state
+from ..health import callbacks_state, gateway_state
 from ..models import PollerState, RunwayTask, TaskEvent
 from ..pause import pause_in_effect
 from ..statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
@@ -303,6 +303,8 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
                     "poll_count",
                     "error_count",
                     "last_error",
+                    "expects_callback",
+                    "callback_time",
                     "stale_time",
                     "lease_owner",
                     "lease_expires_time",
@@ -322,6 +324,7 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
     finished_time = time_field(RunwayTask, "finished_at")
     last_polled_time = time_field(RunwayTask, "last_polled_at")
     next_poll_time = time_field(RunwayTask, "next_poll_at")
+    callback_time = time_field(RunwayTask, "callback_at")
     download_retry_time = time_field(RunwayTask, "download_retry_at")
     downloaded_time = time_field(RunwayTask, "downloaded_at")
     stale_time = time_field(RunwayTask, "stale_at")
@@ -576,6 +579,9 @@ class RunwayTaskAdmin(RunwayTaskAdminBase):
         request._runway_task_total = summary["counted"]  # type: ignore[attr-defined]
         context = {
             "runway_summary": summary,
+            # Here, not in summary(): the live view refreshes that every 2 s and would pay the
+            # verdict's query each time for a line it does not update.
+            "runway_callbacks": callbacks_state(now=now),
             "runway_live": live_summary(summary, now=now),
             "runway_live_url": self._live_url(),
             **(extra_context or {}),

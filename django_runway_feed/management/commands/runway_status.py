@@ -8,6 +8,7 @@ from django.core.checks import ERROR, WARNING
 from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.health import status_report
+from django_runway_feed.planning import CallbackState
 from django_runway_feed.statuses import Status
 
 from ._base import RunwayCommand
@@ -87,6 +88,8 @@ class Command(RunwayCommand):
         else:
             self.stdout.write("Polling: active")
         self._write_gateway(report["gateway"])
+        self._write_callbacks(report["callbacks"])
+        self._write_run_times(report["run_times"], learning=report["learn_run_times"])
         problems = report["problems"]
         if not problems:
             self.stdout.write("Health: OK")
@@ -108,3 +111,43 @@ class Command(RunwayCommand):
         elif gateway["trouble"]:
             line += "; trouble: every worker holds at its next round"
         self.stdout.write(self.style.WARNING(line) if gateway["trouble"] else line)
+
+    def _write_callbacks(self, callbacks: dict[str, Any]) -> None:
+        state = callbacks["state"]
+        count = callbacks["announced"] + callbacks["missed"]
+        finishes = f"{count} finish" if count == 1 else f"{count} finishes"
+        last = f"; last at {callbacks['last_callback_at']}" if callbacks["last_callback_at"] else ""
+        if state == CallbackState.ARRIVING:
+            line = (
+                f"Callbacks: arriving ({callbacks['announced']} of the latest {finishes} "
+                f"announced{last}): tasks that expect one are polled only as a safety net"
+            )
+        elif state == CallbackState.MISSING:
+            line = (
+                f"Callbacks: missing ({callbacks['missed']} of the latest {finishes} came without "
+                f"one{last}): polling at the usual cadence"
+            )
+        elif state == CallbackState.WAITING:
+            line = (
+                f"Callbacks: waiting for the first finishes ({callbacks['announced']} announced "
+                "so far): polling at the usual cadence"
+            )
+        elif callbacks["callback_base_url_set"]:
+            line = "Callbacks: off (TRUST_CALLBACKS is False): polling at the usual cadence"
+        else:
+            line = "Callbacks: off (CALLBACK_BASE_URL is not set)"
+        self.stdout.write(self.style.WARNING(line) if state == CallbackState.MISSING else line)
+
+    def _write_run_times(self, run_times: dict[str, Any], *, learning: bool) -> None:
+        if not learning:
+            self.stdout.write("Run times: off (LEARN_RUN_TIMES is False)")
+            return
+        if not run_times:
+            self.stdout.write("Run times: none learned yet")
+            return
+        self.stdout.write("Run times (low / median / high):")
+        for key, learned in run_times.items():
+            self.stdout.write(
+                f"  {key}: {learned['low']:.0f} s / {learned['median']:.0f} s / "
+                f"{learned['high']:.0f} s from {learned['samples']} successes"
+            )
