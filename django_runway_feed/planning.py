@@ -267,7 +267,8 @@ def next_poll_delay(
       ``RUNNING_SPACING`` x ``POLL_INTERVAL`` apart for ``USUAL_RUN_SECONDS``; otherwise growing
       geometrically toward ``MAX_POLL_INTERVAL``.
 
-    Never below ``POLL_INTERVAL`` nor above ``MAX_POLL_INTERVAL``.
+    Never below ``POLL_INTERVAL``; above ``MAX_POLL_INTERVAL`` by the jitter at most (the
+    safety net never).
     """
     floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
     if task.expects_callback and outlook.callbacks().live:
@@ -316,7 +317,10 @@ def next_poll_delay(
 
 def _safety_net() -> float:
     floor, ceiling = conf.POLL_INTERVAL, conf.MAX_POLL_INTERVAL
-    return _jittered(min(max(SAFETY_NET_SHARE * ceiling, floor), ceiling), floor=floor)
+    delay = _jittered(min(max(SAFETY_NET_SHARE * ceiling, floor), ceiling), floor=floor)
+    # When POLL_INTERVAL is near MAX_POLL_INTERVAL the jitter alone could pass it, and a lost
+    # callback would then be noticed later than promised.
+    return max(floor, min(delay, ceiling))
 
 
 def first_poll_delay(*, expects_callback: bool, callbacks: CallbackVerdict) -> float:

@@ -112,6 +112,52 @@ def test_callback_for_finished_task_is_harmless(api, client, sync_cluster):
     assert api.call_count(task.task_id) == 0
 
 
+def test_callback_records_when_the_first_one_came(api, client, queued_polls):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+    before = timezone.now()
+
+    client.post(callback_path(task.pk), data="{}", content_type="application/json")
+
+    task.refresh_from_db()
+    first = task.callback_at
+    assert first is not None
+    assert before <= first <= timezone.now()
+
+
+def test_callback_again_keeps_the_time_of_the_first(api, client, queued_polls):
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+    client.post(callback_path(task.pk), data="{}", content_type="application/json")
+    task.refresh_from_db()
+    first = task.callback_at
+
+    services.request_prompt_poll(task.pk, now=timezone.now() + dt.timedelta(minutes=5))
+    client.post(callback_path(task.pk), data="{}", content_type="application/json")
+
+    task.refresh_from_db()
+    assert task.callback_at == first
+
+
+def test_callback_for_finished_task_is_recorded_too(api, client, queued_polls):
+    task = RunwayTask.objects.track(api.add_task(TaskScript()))
+    RunwayTask.objects.filter(pk=task.pk).update(status=Status.FAILED)
+    before = timezone.now()
+
+    response = client.post(callback_path(task.pk), data="{}", content_type="application/json")
+
+    task.refresh_from_db()
+    assert json.loads(response.content) == {"ok": True, "poll": False}
+    assert task.callback_at is not None
+    assert task.callback_at >= before
+    assert queued_polls == []
+
+
+def test_callback_for_unknown_task_records_nothing(client):
+    response = client.post(callback_path(999_999), data="{}", content_type="application/json")
+
+    assert response.status_code == 200
+    assert not RunwayTask.objects.filter(callback_at__isnull=False).exists()
+
+
 def test_callback_end_to_end_over_http(live_server, settings, sync_cluster, clock):
     with FakeCometAPI(api_key="cb-key", clock=clock, callbacks=False) as server:
         settings.RUNWAY_FEED = {

@@ -10,14 +10,24 @@ import pytest
 from django_runway_feed.exceptions import RateLimitedError, TaskNotVisibleError, TransientAPIError
 from django_runway_feed.feed import FeedSnapshot, Output
 from django_runway_feed.planning import (
+    CALLBACK_EVIDENCE,
     ERROR_BACKOFF_MAX_INTERVALS,
     ERROR_RETRIES_AT_INTERVAL,
+    RUN_TIME_MIN_SAMPLES,
     SUCCESS_WITHOUT_OUTPUT_GRACE,
+    CallbackState,
+    CallbackVerdict,
+    FixedOutlook,
+    RunTimes,
+    callback_verdict,
     error_backoff,
+    first_poll_delay,
     give_up,
+    learn_run_times,
     next_poll_delay,
     plan_error,
     plan_snapshot,
+    profile,
 )
 from django_runway_feed.statuses import FailureCode, Status
 
@@ -181,3 +191,320 @@ def test_error_backoff_is_capped_at_a_few_max_poll_intervals():
     ceiling = ERROR_BACKOFF_MAX_INTERVALS * 60
 
     assert ceiling <= error_backoff(30) <= ceiling * 1.2
+
+
+# -- callbacks: are they arriving? -----------------------------------------------------------
+
+ARRIVING = CallbackVerdict(CallbackState.ARRIVING, announced=5)
+# Enough draws that a jittered delay outside its bounds would show.
+DRAWS = 200
+
+
+def test_callback_verdict_waits_while_no_finish_says_anything():
+    nothing = callback_verdict([], enabled=True)
+    one = callback_verdict([True], enabled=True)
+
+    assert nothing.state == CallbackState.WAITING
+    assert one.state == CallbackState.WAITING
+    assert not one.live
+
+
+def test_callback_verdict_arriving_once_two_finishes_were_announced():
+    last = NOW - dt.timedelta(minutes=1)
+
+    verdict = callback_verdict([True, True], enabled=True, last_callback_at=last)
+
+    assert verdict == CallbackVerdict(
+        CallbackState.ARRIVING, announced=2, missed=0, last_callback_at=last
+    )
+    assert verdict.live
+
+
+def test_callback_verdict_a_miss_before_any_announcement_is_missing():
+    assert callback_verdict([False], enabled=True).state == CallbackState.MISSING
+
+
+def test_callback_verdict_missing_when_half_the_finishes_came_without_one():
+    # Alternating, so no streak of misses at the newest end decides it.
+    half = callback_verdict([True, False] * 10, enabled=True)
+    most = callback_verdict([True, False] * 9 + [True, True], enabled=True)
+
+    assert (half.state, half.announced, half.missed) == (CallbackState.MISSING, 10, 10)
+    assert (most.state, most.announced, most.missed) == (CallbackState.ARRIVING, 11, 9)
+
+
+def test_callback_verdict_missing_after_a_streak_of_four_misses_at_the_newest_end():
+    streak = callback_verdict([False] * 4 + [True] * 16, enabled=True)
+    three = callback_verdict([False] * 3 + [True] * 17, enabled=True)
+    older = callback_verdict([True] + [False] * 4 + [True] * 15, enabled=True)
+
+    assert streak.state == CallbackState.MISSING
+    assert three.state == CallbackState.ARRIVING
+    assert older.state == CallbackState.ARRIVING
+
+
+def test_callback_verdict_reads_only_the_latest_twenty_finishes():
+    verdict = callback_verdict([True] * CALLBACK_EVIDENCE + [False] * 30, enabled=True)
+
+    assert CALLBACK_EVIDENCE == 20
+    assert (verdict.state, verdict.announced, verdict.missed) == (CallbackState.ARRIVING, 20, 0)
+
+
+def test_callback_verdict_disabled_is_off_whatever_the_evidence():
+    verdict = callback_verdict([True] * 20, enabled=False, last_callback_at=NOW)
+
+    assert verdict == CallbackVerdict()
+    assert verdict.state == CallbackState.OFF
+    assert not verdict.live
+
+
+# -- run times: what recent successes of a profile took --------------------------------------
+
+
+def test_learn_run_times_needs_twenty_samples():
+    assert RUN_TIME_MIN_SAMPLES == 20
+    assert learn_run_times([60.0] * 19) is None
+    assert learn_run_times([60.0] * 20) == RunTimes(samples=20, low=60.0, median=60.0, high=60.0)
+
+
+def test_learn_run_times_low_and_high_are_the_2nd_and_98th_percentiles():
+    learned = learn_run_times([float(value) for value in range(1, 101)])
+
+    assert learned is not None
+    assert learned.samples == 100
+    assert learned.low == pytest.approx(2.98)
+    assert learned.median == pytest.approx(50.5)
+    assert learned.high == pytest.approx(98.02)
+
+
+def test_learn_run_times_ignores_durations_that_are_not_positive():
+    nonsense = [0.0, -5.0] * 10
+
+    assert learn_run_times(nonsense + [60.0] * 19) is None
+    learned = learn_run_times(nonsense + [60.0] * 20)
+    assert learned is not None
+    assert learned.samples == 20
+    assert learned.low == 60.0
+
+
+@pytest.mark.parametrize(
+    ("route", "request_", "expected"),
+    [
+        ("generate", {"model": "gen4_turbo", "options": {"seconds": 10}}, "generate/gen4_turbo/10"),
+        ("tracked", None, "tracked//"),
+        ("tracked", {}, "tracked//"),
+        ("generate", "not a mapping", "generate//"),
+        ("generate", {"model": "gen4"}, "generate/gen4/"),
+        ("generate", {"model": "gen4", "options": [10]}, "generate/gen4/"),
+        ("generate", {"model": "gen4", "options": None}, "generate/gen4/"),
+    ],
+)
+def test_profile_takes_what_the_request_gives(route, request_, expected):
+    assert profile(route, request_) == expected
+
+
+# -- next_poll_delay with an outlook ---------------------------------------------------------
+
+
+def test_next_poll_delay_is_a_safety_net_while_callbacks_arrive():
+    task = Task(status=Status.QUEUED, expects_callback=True)
+    outlook = FixedOutlook(verdict=ARRIVING)
+
+    # A status change would snap back to POLL_INTERVAL without callbacks.
+    delays = [
+        next_poll_delay(task, snapshot(Status.RUNNING), now=NOW, outlook=outlook)
+        for _ in range(DRAWS)
+    ]
+
+    assert min(delays) >= 0.9 * 60 * 0.9
+    assert max(delays) <= 0.9 * 60 * 1.1
+
+
+def test_next_poll_delay_safety_net_stays_under_a_long_max_poll_interval(settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "MAX_POLL_INTERVAL": 300}
+    task = Task(expects_callback=True)
+
+    delays = [
+        next_poll_delay(task, snapshot(Status.QUEUED), now=NOW, outlook=FixedOutlook(ARRIVING))
+        for _ in range(DRAWS)
+    ]
+
+    assert min(delays) >= 0.9 * 300 * 0.9
+    assert max(delays) <= 300
+
+
+def test_next_poll_delay_safety_net_never_exceeds_max_poll_interval_equal_to_poll_interval(
+    settings,
+):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 60, "MAX_POLL_INTERVAL": 60}
+    task = Task(expects_callback=True)
+
+    delays = [
+        next_poll_delay(task, snapshot(Status.QUEUED), now=NOW, outlook=FixedOutlook(ARRIVING))
+        for _ in range(DRAWS)
+    ]
+
+    assert min(delays) >= 60
+    assert max(delays) <= 60
+
+
+def test_next_poll_delay_no_safety_net_for_a_task_that_expects_no_callback():
+    delay = next_poll_delay(
+        Task(status=Status.QUEUED, expects_callback=False),
+        snapshot(Status.RUNNING),
+        now=NOW,
+        outlook=FixedOutlook(verdict=ARRIVING),
+    )
+
+    assert 5 <= delay <= 5 * 1.1
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [
+        CallbackVerdict(),
+        CallbackVerdict(CallbackState.WAITING),
+        CallbackVerdict(CallbackState.MISSING, announced=5, missed=5),
+    ],
+    ids=["off", "waiting", "missing"],
+)
+def test_next_poll_delay_no_safety_net_unless_callbacks_arrive(verdict):
+    delay = next_poll_delay(
+        Task(status=Status.QUEUED, expects_callback=True),
+        snapshot(Status.RUNNING),
+        now=NOW,
+        outlook=FixedOutlook(verdict=verdict),
+    )
+
+    assert 5 <= delay <= 5 * 1.1
+
+
+LEARNED = RunTimes(samples=30, low=50.0, median=60.0, high=70.0)
+KNOWN = FixedOutlook(learned={"generate/gen4_turbo/5": LEARNED})
+
+
+def running(started_ago: float, *, polled_ago: float = 2.0, progress: int = 0) -> Task:
+    started = NOW - dt.timedelta(seconds=started_ago)
+    return Task(
+        status=Status.RUNNING,
+        progress=progress,
+        started_at=started,
+        last_polled_at=NOW - dt.timedelta(seconds=polled_ago),
+    )
+
+
+def started_snapshot(started_ago: float, **fields: object) -> FeedSnapshot:
+    started = NOW - dt.timedelta(seconds=started_ago)
+    return snapshot(Status.RUNNING, started_at=started, **fields)
+
+
+def test_next_poll_delay_queued_with_history_waits_about_the_earliest_finish():
+    delays = [
+        next_poll_delay(Task(), snapshot(Status.QUEUED), now=NOW, outlook=KNOWN)
+        for _ in range(DRAWS)
+    ]
+
+    # Without history: 10 s since the last poll x 1.5.
+    assert min(delays) >= 50 * 0.9
+    assert max(delays) <= 50 * 1.1
+
+
+@pytest.mark.parametrize(
+    ("low", "bounds"),
+    [(2.0, (5, 5 * 1.1)), (500.0, (60 * 0.9, 60 * 1.1))],
+    ids=["below-poll-interval", "above-max-poll-interval"],
+)
+def test_next_poll_delay_queued_with_history_stays_within_the_intervals(low, bounds):
+    learned = RunTimes(samples=30, low=low, median=low * 2, high=low * 3)
+    outlook = FixedOutlook(learned={"generate/gen4_turbo/5": learned})
+
+    delays = [
+        next_poll_delay(Task(), snapshot(Status.QUEUED), now=NOW, outlook=outlook)
+        for _ in range(DRAWS)
+    ]
+
+    assert bounds[0] <= min(delays)
+    assert max(delays) <= bounds[1]
+
+
+def test_next_poll_delay_running_before_the_earliest_finish_lands_on_it_exactly():
+    assert next_poll_delay(running(20), started_snapshot(20), now=NOW, outlook=KNOWN) == 30.0
+
+
+def test_next_poll_delay_first_seen_running_lands_on_the_earliest_finish():
+    just_started = snapshot(Status.RUNNING, started_at=NOW)
+
+    assert next_poll_delay(Task(), just_started, now=NOW, outlook=KNOWN) == 50.0
+
+
+def test_next_poll_delay_running_aims_no_further_than_max_poll_interval():
+    slow = FixedOutlook(learned={"generate/gen4_turbo/5": RunTimes(30, 500.0, 600.0, 900.0)})
+
+    assert next_poll_delay(running(10), started_snapshot(10), now=NOW, outlook=slow) == 60.0
+
+
+def test_next_poll_delay_running_just_before_the_earliest_finish_waits_the_running_spacing():
+    # 2 s to the earliest finish is below POLL_INTERVAL: the next look is a spacing away.
+    delay = next_poll_delay(running(48), started_snapshot(48), now=NOW, outlook=KNOWN)
+
+    assert 10 * 0.9 <= delay <= 10 * 1.1
+
+
+def test_next_poll_delay_running_between_low_and_high_polls_at_the_running_spacing():
+    # Polled 2 s ago: without history, 2 s x 1.5 would be POLL_INTERVAL.
+    delays = [
+        next_poll_delay(running(60), started_snapshot(60), now=NOW, outlook=KNOWN)
+        for _ in range(DRAWS)
+    ]
+
+    assert min(delays) >= 10 * 0.9
+    assert max(delays) <= 10 * 1.1
+
+
+def test_next_poll_delay_running_past_the_latest_finish_forgets_the_history():
+    delay = next_poll_delay(running(80), started_snapshot(80), now=NOW, outlook=KNOWN)
+
+    assert 5 <= delay <= 5 * 1.1
+
+
+def test_next_poll_delay_running_without_a_provider_start_time_forgets_the_history():
+    delay = next_poll_delay(running(20), snapshot(Status.RUNNING), now=NOW, outlook=KNOWN)
+
+    assert 5 <= delay <= 5 * 1.1
+
+
+def test_next_poll_delay_history_of_another_profile_is_not_used():
+    other = replace(running(20), request={"model": "gen4_turbo", "options": {"seconds": 10}})
+
+    delay = next_poll_delay(other, started_snapshot(20), now=NOW, outlook=KNOWN)
+
+    assert 5 <= delay <= 5 * 1.1
+
+
+def test_next_poll_delay_rising_progress_aims_by_its_rate_despite_history():
+    task = running(30, polled_ago=10, progress=20)
+
+    # 20 % -> 40 % in 10 s: 30 s to go; the history alone would say exactly 20 s.
+    delay = next_poll_delay(task, started_snapshot(30, progress=40), now=NOW, outlook=KNOWN)
+
+    assert 30 * 0.9 <= delay <= 30 * 1.1
+
+
+def test_plan_snapshot_places_the_next_poll_by_the_outlook():
+    plan = plan_snapshot(running(20), started_snapshot(20), now=NOW, outlook=KNOWN)
+
+    assert plan.fields["next_poll_at"] == NOW + dt.timedelta(seconds=30)
+
+
+def test_first_poll_delay_is_poll_interval_without_callbacks():
+    assert first_poll_delay(expects_callback=False, callbacks=ARRIVING) == 5
+    assert first_poll_delay(expects_callback=True, callbacks=CallbackVerdict()) == 5
+    waiting = CallbackVerdict(CallbackState.WAITING)
+    assert first_poll_delay(expects_callback=True, callbacks=waiting) == 5
+
+
+def test_first_poll_delay_is_the_safety_net_while_callbacks_arrive():
+    delays = [first_poll_delay(expects_callback=True, callbacks=ARRIVING) for _ in range(DRAWS)]
+
+    assert min(delays) >= 0.9 * 60 * 0.9
+    assert max(delays) <= 0.9 * 60 * 1.1

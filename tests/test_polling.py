@@ -13,8 +13,10 @@ from django.test.utils import CaptureQueriesContext
 
 from django_runway_feed import outbox, signals
 from django_runway_feed.budget import RequestBudget
+from django_runway_feed.history import CALLBACK_GRACE_SECONDS
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
 from django_runway_feed.pause import settings_fingerprint
+from django_runway_feed.planning import learn_run_times
 from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeClock, FakeCometAPI, Fault, TaskScript
@@ -480,3 +482,124 @@ def test_requests_are_sent_only_while_they_can_finish_within_the_lease(
     monkeypatch.setattr(time, "monotonic", lambda: 1_000.0)
 
     assert poller._send_deadline(1_000.0 + lease) == 1_000.0 + sends_for
+
+
+# -- the cadence's memory: callbacks and learned run times ----------------------------------------
+
+TURBO_5 = {"prompt": "a cat", "model": "gen4_turbo", "options": {"seconds": 5}}
+
+
+def callback_expected(task: RunwayTask) -> RunwayTask:
+    """A tracked task as if created here with a callback URL."""
+    RunwayTask.objects.filter(pk=task.pk).update(expects_callback=True)
+    task.refresh_from_db()
+    return task
+
+
+def record_finishes(now: dt.datetime, *, count: int, ago: float, called_back: bool) -> None:
+    """Successes of tasks created with a callback URL, the newest ``ago`` seconds before now."""
+    for index in range(count):
+        at = now - dt.timedelta(seconds=ago + index)
+        RunwayTask.objects.create(
+            route="generate",
+            status=Status.SUCCEEDED,
+            expects_callback=True,
+            finished_at=at,
+            callback_at=at if called_back else None,
+        )
+
+
+def poll_times(api: FakeCometAPI, task: RunwayTask, *, after: float = 0.0) -> list[float]:
+    return [call.at for call in api.feed_calls(task.task_id) if call.at >= after]
+
+
+def run_for(poller: Poller, clock: FakeClock, seconds: int) -> None:
+    for _ in range(seconds):
+        poller.run_round()
+        clock.advance(1)
+
+
+def test_poll_is_a_safety_net_while_callbacks_arrive_and_the_usual_cadence_once_they_stop(
+    api, poller, clock, now_of, settings, caplog
+):
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "CALLBACK_BASE_URL": "https://site.example",
+        "POLL_INTERVAL": 5,
+        "MAX_POLL_INTERVAL": 60,
+    }
+    record_finishes(now_of(), count=5, ago=120, called_back=True)
+    script = TaskScript(queued_for=0, run_for=100_000, progress_style="coarse")
+    tasks = []
+    for _ in range(6):  # ten seconds apart, so they are not all polled in the same rounds
+        tasks.append(callback_expected(track(api, now_of, script)))
+        run_for(poller, clock, 10)
+    run_for(poller, clock, 240)
+
+    for task in tasks:
+        gaps = [b - a for a, b in itertools.pairwise(poll_times(api, task))]
+        assert len(gaps) >= 3
+        # 0.9 x MAX_POLL_INTERVAL, jittered; a round every second.
+        assert min(gaps) >= 0.9 * 60 * 0.9 - 1
+        assert max(gaps) <= 60 + 1
+    assert api.call_count() <= 6 * 7
+
+    # Callbacks stop: the newest finishes came without one.
+    record_finishes(now_of(), count=4, ago=CALLBACK_GRACE_SECONDS + 1, called_back=False)
+    stopped_at = None
+    with caplog.at_level(logging.WARNING, logger="django_runway_feed.history"):
+        for _ in range(70):
+            poller.run_round()
+            if stopped_at is None and any(
+                record.getMessage().startswith("Callbacks stopped arriving")
+                for record in caplog.records
+            ):
+                stopped_at = now_of()
+                latest = now_of() + dt.timedelta(seconds=2 * 5 * 1.1)
+                for task in tasks:
+                    task.refresh_from_db()
+                    assert task.next_poll_at <= latest
+            clock.advance(1)
+
+    assert stopped_at is not None
+    stopped = stopped_at.timestamp()
+    for task in tasks:
+        times = poll_times(api, task, after=stopped)
+        assert times[0] <= stopped + 2 * 5 * 1.1 + 1
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(gaps) >= 3
+        assert max(gaps) <= 10 * 1.1 + 1
+
+
+def test_poll_with_learned_run_times_waits_for_the_earliest_finish(
+    api, poller, clock, now_of, settings
+):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5, "MAX_POLL_INTERVAL": 60}
+    now = now_of()
+    for index in range(30):  # 50 s to 70 s
+        finished = now - dt.timedelta(minutes=10, seconds=index)
+        RunwayTask.objects.create(
+            route="generate",
+            status=Status.SUCCEEDED,
+            request=TURBO_5,
+            started_at=finished - dt.timedelta(seconds=50 + index * 20 / 29),
+            finished_at=finished,
+        )
+    learned = learn_run_times([50 + index * 20 / 29 for index in range(30)])
+    assert learned is not None
+    started = clock.now()  # queued for no time: it runs from its creation
+    task = track(api, now_of, TaskScript(queued_for=0, run_for=90, progress_style="coarse"))
+    RunwayTask.objects.filter(pk=task.pk).update(route="generate", request=TURBO_5)
+
+    run_for(poller, clock, 120)
+
+    task.refresh_from_db()
+    assert task.status == Status.SUCCEEDED
+    times = poll_times(api, task)
+    # Without the history, the second poll would be POLL_INTERVAL after the first.
+    assert times[0] == started
+    assert started + learned.low <= times[1] <= started + learned.low + 1
+    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
+    assert len(gaps) >= 3
+    assert min(gaps) >= 10 * 0.9 - 1
+    assert max(gaps) <= 10 * 1.1 + 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -7,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from django_runway_feed import services
 from django_runway_feed.client import CometAPIClient
@@ -104,6 +106,78 @@ def test_create_callback_url_uses_site_base(api, settings):
         f"https://site.example/runway-feed/callback/{task.pk}/"
         f"{services.callback_signature(task.pk)}/"
     )
+
+
+def test_create_with_callback_base_url_expects_a_callback(api, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "CALLBACK_BASE_URL": "https://site.example"}
+
+    task = RunwayTask.objects.generate("a cat")
+
+    assert task.expects_callback is True
+    assert task.callback_at is None
+
+
+def test_create_without_callback_base_url_expects_no_callback(api):
+    task = RunwayTask.objects.generate("a cat")
+
+    assert task.expects_callback is False
+
+
+def announced_finishes(count: int) -> None:
+    """Recent successes whose callbacks came: the evidence that callbacks arrive."""
+    finished = timezone.now() - dt.timedelta(minutes=5)
+    for _ in range(count):
+        RunwayTask.objects.create(
+            route="generate",
+            status=Status.SUCCEEDED,
+            expects_callback=True,
+            finished_at=finished,
+            callback_at=finished,
+        )
+
+
+def first_poll_in(task: RunwayTask) -> float:
+    assert task.next_poll_at is not None
+    assert task.submitted_at is not None
+    return (task.next_poll_at - task.submitted_at).total_seconds()
+
+
+def test_create_while_callbacks_arrive_polls_first_at_the_safety_net(api, settings):
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "CALLBACK_BASE_URL": "https://site.example",
+        "POLL_INTERVAL": 5,
+        "MAX_POLL_INTERVAL": 60,
+    }
+    announced_finishes(2)
+
+    task = RunwayTask.objects.generate("a cat")
+
+    assert task.status == Status.QUEUED
+    assert 0.9 * 60 * 0.9 <= first_poll_in(task) <= 0.9 * 60 * 1.1
+
+
+def test_create_without_evidence_of_callbacks_polls_first_at_poll_interval(api, settings):
+    settings.RUNWAY_FEED = {
+        **settings.RUNWAY_FEED,
+        "CALLBACK_BASE_URL": "https://site.example",
+        "POLL_INTERVAL": 5,
+        "MAX_POLL_INTERVAL": 60,
+    }
+    announced_finishes(1)
+
+    task = RunwayTask.objects.generate("a cat")
+
+    assert first_poll_in(task) == 5
+
+
+def test_create_without_callback_base_url_ignores_the_evidence(api, settings):
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5, "MAX_POLL_INTERVAL": 60}
+    announced_finishes(2)
+
+    task = RunwayTask.objects.generate("a cat")
+
+    assert first_poll_in(task) == 5
 
 
 def test_generate_links_host_object_and_metadata(api):
