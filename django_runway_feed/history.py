@@ -130,7 +130,12 @@ class Hindsight:
         relaxed tasks forward, exactly once.
         """
         agreed = self.agreed_state
-        if agreed is None or agreed == verdict.state:
+        if agreed is None:
+            # No round read the shared row yet (a Hindsight used on its own): read it here.
+            row, _created = PollerState.objects.get_or_create(pk=1)
+            agreed = row.callbacks_state
+        if agreed == verdict.state:
+            self.agreed_state = agreed
             return
         moved = PollerState.objects.filter(pk=1, callbacks_state=agreed).update(
             callbacks_state=verdict.state

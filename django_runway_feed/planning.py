@@ -52,7 +52,9 @@ JITTER = 0.1
 # aim with (coarse progress: 0 %, 30 %, 100 %), its finish could come at any poll, so the
 # spacing stays at most RUNNING_SPACING x POLL_INTERVAL for USUAL_RUN_SECONDS; a task running
 # longer than that is unusually slow and backs off toward MAX_POLL_INTERVAL like a queued one.
-RUNNING_SPACING = 2.0
+# A finish falls anywhere between two polls, so the p95 finish-to-seen delay is about 0.95 x
+# the spacing: 9.5 s keeps it under 10 s with the jitter (benchmarks/bench_economy.py).
+RUNNING_SPACING = 1.9
 USUAL_RUN_SECONDS = 600.0
 LAST_ERROR_CHARS = 2000
 
@@ -288,7 +290,9 @@ def next_poll_delay(
     if rate is not None and progress is not None:
         delay = (100 - progress) / rate
     elif learned is not None and status == Status.QUEUED:
-        delay = learned.low
+        # It cannot finish before it has run ``low``: the poll that first sees it running
+        # usually lands on or after its earliest likely finish, not just before it.
+        delay = learned.low + floor
     elif (
         learned is not None
         and status == Status.RUNNING

@@ -10,6 +10,8 @@ import datetime as dt
 import logging
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from django_runway_feed.history import (
     CALLBACK_EVIDENCE_MAX_AGE,
@@ -19,7 +21,7 @@ from django_runway_feed.history import (
     read_callback_verdict,
     read_run_times,
 )
-from django_runway_feed.models import RunwayTask
+from django_runway_feed.models import PollerState, RunwayTask
 from django_runway_feed.planning import (
     RUN_TIME_WINDOW,
     CallbackState,
@@ -302,28 +304,47 @@ def test_hindsight_outlook_reads_nothing_until_asked(django_assert_num_queries):
         Hindsight().at(NOW)
 
 
-def test_hindsight_reads_callbacks_again_after_poll_interval(django_assert_num_queries):
+def evidence_reads(queries: CaptureQueriesContext) -> int:
+    """How many of ``queries`` read the tasks (the shared PollerState row aside)."""
+    table = RunwayTask._meta.db_table
+    return sum(1 for q in queries if q["sql"].startswith("SELECT") and table in q["sql"])
+
+
+def test_hindsight_reads_callbacks_again_after_poll_interval():
     hindsight = Hindsight()
-    with django_assert_num_queries(1):
+    with CaptureQueriesContext(connection) as first:
         hindsight.callbacks(NOW)
     finished(60)
     finished(70)
 
-    with django_assert_num_queries(0):
+    with CaptureQueriesContext(connection) as within:
         cached = hindsight.callbacks(NOW + seconds(4.9))
-    with django_assert_num_queries(1):
+    with CaptureQueriesContext(connection) as after:
         fresh = hindsight.callbacks(NOW + seconds(5))
 
+    assert (evidence_reads(first), len(within), evidence_reads(after)) == (1, 0, 1)
     assert cached.state == CallbackState.WAITING
     assert fresh.state == CallbackState.ARRIVING
 
 
-def test_hindsight_reads_callbacks_again_when_its_clock_goes_back(django_assert_num_queries):
+def test_hindsight_reads_callbacks_again_when_its_clock_goes_back():
     hindsight = Hindsight()
     hindsight.callbacks(NOW)
 
-    with django_assert_num_queries(1):
+    with CaptureQueriesContext(connection) as queries:
         hindsight.callbacks(NOW - seconds(1))
+
+    assert evidence_reads(queries) == 1
+
+
+def test_hindsight_costs_no_shared_row_query_once_a_round_read_it():
+    hindsight = Hindsight()
+    hindsight.agreed_state = CallbackState.WAITING  # as Poller._read_state() sets it
+
+    with CaptureQueriesContext(connection) as queries:
+        hindsight.callbacks(NOW)
+
+    assert len(queries) == 1
 
 
 def test_hindsight_reads_run_times_again_after_a_minute(django_assert_num_queries):
@@ -405,22 +426,41 @@ def test_hindsight_brings_relaxed_tasks_forward_when_callbacks_stop(caplog):
     assert caplog.records[0].levelno == logging.WARNING
 
 
-def test_hindsight_brings_nothing_forward_when_callbacks_were_never_believed(
-    caplog, django_assert_num_queries
-):
+def test_hindsight_brings_nothing_forward_when_callbacks_were_never_believed(caplog):
     for ago in (60, 70, 80, 90):
         finished(ago, called_back=False)
     relaxed = running_task(next_in=50)
 
     with (
         caplog.at_level(logging.INFO, logger="django_runway_feed.history"),
-        django_assert_num_queries(1),
+        CaptureQueriesContext(connection) as queries,
     ):
         verdict = Hindsight().callbacks(NOW)
 
     assert verdict.state == CallbackState.MISSING
     assert next_poll_in(relaxed) == 50
     assert caplog.records == []
+    table = RunwayTask._meta.db_table
+    assert not [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and table in q["sql"]]
+    assert PollerState.objects.get(pk=1).callbacks_state == CallbackState.MISSING
+
+
+def test_hindsight_of_a_new_run_brings_tasks_forward_when_callbacks_stopped_in_between(caplog):
+    # A run that ended while callbacks arrived left its verdict in the shared row.
+    PollerState.objects.create(pk=1, callbacks_state=CallbackState.ARRIVING)
+    relaxed = running_task(next_in=50)
+    for ago in (60, 70, 80, 90):
+        finished(ago, called_back=False)
+    first, second = Hindsight(), Hindsight()
+
+    with caplog.at_level(logging.WARNING, logger="django_runway_feed.history"):
+        assert first.callbacks(NOW).state == CallbackState.MISSING
+        assert second.callbacks(NOW).state == CallbackState.MISSING
+
+    assert next_poll_in(relaxed) == 5
+    # Once for all workers: the second run found the row already moved.
+    assert len(caplog.records) == 1
+    assert PollerState.objects.get(pk=1).callbacks_state == CallbackState.MISSING
 
 
 def test_hindsight_says_once_when_callbacks_start_arriving(caplog):

@@ -14,6 +14,7 @@ from django_runway_feed.planning import (
     ERROR_BACKOFF_MAX_INTERVALS,
     ERROR_RETRIES_AT_INTERVAL,
     RUN_TIME_MIN_SAMPLES,
+    RUNNING_SPACING,
     SUCCESS_WITHOUT_OUTPUT_GRACE,
     CallbackState,
     CallbackVerdict,
@@ -404,14 +405,14 @@ def test_next_poll_delay_queued_with_history_waits_about_the_earliest_finish():
         for _ in range(DRAWS)
     ]
 
-    # Without history: 10 s since the last poll x 1.5.
-    assert min(delays) >= 50 * 0.9
-    assert max(delays) <= 50 * 1.1
+    # low + POLL_INTERVAL (without history: 10 s since the last poll x 1.5).
+    assert min(delays) >= 55 * 0.9
+    assert max(delays) <= 55 * 1.1
 
 
 @pytest.mark.parametrize(
     ("low", "bounds"),
-    [(2.0, (5, 5 * 1.1)), (500.0, (60 * 0.9, 60 * 1.1))],
+    [(2.0, (7 * 0.9, 7 * 1.1)), (500.0, (60 * 0.9, 60 * 1.1))],
     ids=["below-poll-interval", "above-max-poll-interval"],
 )
 def test_next_poll_delay_queued_with_history_stays_within_the_intervals(low, bounds):
@@ -457,8 +458,8 @@ def test_next_poll_delay_running_between_low_and_high_polls_at_the_running_spaci
         for _ in range(DRAWS)
     ]
 
-    assert min(delays) >= 10 * 0.9
-    assert max(delays) <= 10 * 1.1
+    assert min(delays) >= RUNNING_SPACING * 5 * 0.9
+    assert max(delays) <= RUNNING_SPACING * 5 * 1.1
 
 
 def test_next_poll_delay_running_past_the_latest_finish_forgets_the_history():
