@@ -25,7 +25,8 @@ def run_benchmark(name: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        # bench_economy's --quick is 16 small simulations, two at a time.
+        timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -62,6 +63,20 @@ def run_benchmark(name: str) -> str:
                 "economy_fine_p95_delay",
                 "economy_coarse_calls_vs_sdk",
                 "economy_coarse_p95_delay",
+                "economy_history_calls_vs_sdk",
+                "economy_history_p95_delay",
+                "economy_no_history_calls_vs_today",
+                "economy_no_history_p95_delay",
+                "economy_misleading_x2_calls_vs_today",
+                "economy_misleading_x2_p95_delay",
+                "economy_misleading_x05_calls_vs_today",
+                "economy_misleading_x05_p95_delay",
+                "economy_fine_history_calls_vs_today",
+                "economy_callbacks_calls_vs_sdk",
+                "economy_callbacks_p95_delay",
+                "economy_lost_callbacks_p95_delay",
+                "economy_fallback_engaged_after",
+                "economy_fallback_p95_delay",
             ],
         ),
         (
