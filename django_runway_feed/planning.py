@@ -261,10 +261,7 @@ def next_poll_delay(
     - While callbacks arrive and the task expects one, a safety net: ``SAFETY_NET_SHARE`` x
       ``MAX_POLL_INTERVAL``.
     - While it runs with a rising progress, aims at the finish the progress rate predicts.
-    - With learned run times for its profile (and a start time from the provider): no poll
-      before the earliest likely finish (``low``), then ``RUNNING_SPACING`` x ``POLL_INTERVAL``
-      apart; a queued task is looked at ``low`` apart, since it cannot finish sooner. Past the
-      latest likely finish (``high``) it is polled as without history.
+    - With learned run times for its profile, see :func:`_delay_from_history`.
     - Without history: back to ``POLL_INTERVAL`` after a status change; while running, at most
       ``RUNNING_SPACING`` x ``POLL_INTERVAL`` apart for ``USUAL_RUN_SECONDS``; otherwise growing
       geometrically toward ``MAX_POLL_INTERVAL``.
@@ -276,9 +273,7 @@ def next_poll_delay(
     if task.expects_callback and outlook.callbacks().live:
         return _safety_net()
     since_last = _seconds_between(now, task.last_polled_at)
-    status = snapshot.status or Status(task.status)
     progress = snapshot.progress
-    rate = None
     if (
         snapshot.status == Status.RUNNING == task.status
         and progress is not None
@@ -286,24 +281,12 @@ def next_poll_delay(
         and since_last
     ):
         rate = (progress - task.progress) / since_last
-    learned = None if rate is not None else outlook.run_times_for(task)
-    if rate is not None and progress is not None:
         delay = (100 - progress) / rate
-    elif learned is not None and status == Status.QUEUED:
-        # It cannot finish before it has run ``low``: the poll that first sees it running
-        # usually lands on or after its earliest likely finish, not just before it.
-        delay = learned.low + floor
-    elif (
-        learned is not None
-        and status == Status.RUNNING
-        and (started := snapshot.started_at) is not None
-        and (now - started).total_seconds() < learned.high
-    ):
-        delay = max(learned.low - (now - started).total_seconds(), 0.0)
-        if delay < floor:
-            delay = RUNNING_SPACING * floor
-        else:
-            # The first look lands on the earliest likely finish, not after it.
+    elif (learned := outlook.run_times_for(task)) is not None and (
+        planned := _delay_from_history(task, snapshot, learned, now=now)
+    ) is not None:
+        delay, exact = planned
+        if exact:
             return min(max(delay, floor), ceiling)
     elif since_last is None or snapshot.status not in (None, Status(task.status)):
         delay = floor
@@ -317,6 +300,35 @@ def next_poll_delay(
         ):
             delay = min(delay, RUNNING_SPACING * floor)
     return _jittered(min(max(delay, floor), ceiling), floor=floor)
+
+
+def _delay_from_history(
+    task: TaskState, snapshot: FeedSnapshot, learned: RunTimes, *, now: dt.datetime
+) -> tuple[float, bool] | None:
+    """The next delay its profile's run times suggest, and whether to keep it exact; None when
+    they say nothing (a running task without a start time from the provider, or past ``high``).
+
+    - Queued: ``low`` + ``POLL_INTERVAL`` / 2 apart. It cannot finish before it has run
+      ``low``, so the poll that first sees it running is often already past its earliest likely
+      finish, rather than just before it. (A whole ``POLL_INTERVAL`` saves a few more calls but
+      makes the quickest finishes of fine progress wait; see docs/benchmarks.md.)
+    - Running: no poll before ``low`` after the provider's start time (that first look is exact:
+      it lands on the earliest likely finish), then ``RUNNING_SPACING`` x ``POLL_INTERVAL``
+      apart until ``high``.
+    """
+    floor = conf.POLL_INTERVAL
+    status = snapshot.status or Status(task.status)
+    if status == Status.QUEUED:
+        return learned.low + floor / 2, False
+    started = snapshot.started_at
+    if status != Status.RUNNING or started is None:
+        return None
+    running_for = (now - started).total_seconds()
+    if running_for >= learned.high:
+        return None
+    if learned.low - running_for >= floor:
+        return learned.low - running_for, True
+    return RUNNING_SPACING * floor, False
 
 
 def _safety_net() -> float:
