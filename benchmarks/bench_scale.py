@@ -226,7 +226,7 @@ def seed_postgres(tasks: int, now: dt.datetime) -> None:
                 updated_at, submitted_at, started_at, finished_at, last_polled_at, next_poll_at,
                 poll_count, error_count, last_error, lease_owner, object_id, metadata,
                 output_file, poster_file, stored_files, output_sha256, output_content_type,
-                download_status, download_attempts, download_error)
+                download_status, download_attempts, download_error, expects_callback)
             SELECT
                 CASE WHEN n > {finished} THEN 'u-' || lpad((n - {finished} - 1)::text, 7, '0')
                      ELSE 'f-' || n END,
@@ -251,7 +251,7 @@ def seed_postgres(tasks: int, now: dt.datetime) -> None:
                 CASE WHEN n <= {finished} THEN NULL
                      WHEN mod(n, 10) = 0 THEN %(now)s - interval '1 second'
                      ELSE %(now)s + make_interval(secs => 1 + mod(n, 60)) END,
-                12, 0, '', '', '', '{{}}'::jsonb, '', '', '[]'::jsonb, '', '', '', 0, ''
+                12, 0, '', '', '', '{{}}'::jsonb, '', '', '[]'::jsonb, '', '', '', 0, '', false
             FROM generate_series(1, {tasks}) AS n,
                  LATERAL (SELECT {status} AS status, {created} AS created_at) AS s
             ORDER BY n
