@@ -17,14 +17,14 @@ from django.db.models import Q
 
 from .conf import conf
 from .models import PollerState, RunwayTask
-from .planning import (
+from .outlook import (
     CALLBACK_EVIDENCE,
     RUN_TIME_WINDOW,
     CallbackState,
     CallbackVerdict,
     Outlook,
+    Profiled,
     RunTimes,
-    TaskState,
     callback_verdict,
     learn_run_times,
     profile,
@@ -158,7 +158,7 @@ class Hindsight:
         return self._run_times
 
     def noticed_finish(
-        self, task: TaskState, started_at: dt.datetime | None, finished_at: dt.datetime | None
+        self, task: Profiled, started_at: dt.datetime | None, finished_at: dt.datetime | None
     ) -> None:
         """A task finished: if sooner than its profile's history allowed, read it again."""
         if started_at is None or finished_at is None:
@@ -191,7 +191,7 @@ class _OutlookAt:
     def callbacks(self) -> CallbackVerdict:
         return self._hindsight.callbacks(self._now)
 
-    def run_times_for(self, task: TaskState) -> RunTimes | None:
+    def run_times_for(self, task: Profiled) -> RunTimes | None:
         return self._hindsight.run_times(self._now).get(profile(task.route, task.request))
 
 

@@ -498,7 +498,7 @@ class PollerState(models.Model):
     gateway_answers = models.PositiveIntegerField(default=0)
     gateway_errors = models.PositiveIntegerField(default=0)
     gateway_held_until = models.DateTimeField(null=True, blank=True)
-    # The callback verdict every worker last agreed on (planning.CallbackState): the worker that
+    # The callback verdict every worker last agreed on (outlook.CallbackState): the worker that
     # moves it away from "arriving" brings the relaxed tasks forward, once for all.
     callbacks_state = models.CharField(max_length=16, blank=True)
 

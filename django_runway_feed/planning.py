@@ -6,10 +6,10 @@ applies it. Nothing here reads or writes the database, so these rules are tested
 A task is anything shaped like a ``RunwayTask`` row (:class:`TaskState`): this module does not
 import the models.
 
-What the past says about a task comes in an :class:`Outlook`, built by
-:mod:`django_runway_feed.history` from recently finished tasks: whether callbacks are arriving
-(then polling is only a safety net, :func:`callback_verdict`) and how long tasks of the same
-profile ran (:class:`RunTimes`, so polls go where finishes are likely).
+What the past says about a task comes in an :class:`~django_runway_feed.outlook.Outlook`, read
+by :mod:`django_runway_feed.history` from recently finished tasks: whether callbacks are
+arriving (then polling is only a safety net) and how long tasks of the same profile ran (so
+polls go where finishes are likely).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import statistics
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +26,7 @@ from .exceptions import (
     TaskNotVisibleError,
 )
 from .feed import FeedSnapshot
+from .outlook import NO_OUTLOOK, CallbackVerdict, Outlook, RunTimes
 from .statuses import TERMINAL_STATUSES, FailureCode, Status, is_forward
 
 logger = logging.getLogger(__name__)
@@ -62,17 +61,6 @@ LAST_ERROR_CHARS = 2000
 # MAX_POLL_INTERVAL apart (with the jitter, always under it), so a finish whose callback was
 # lost is still seen within MAX_POLL_INTERVAL.
 SAFETY_NET_SHARE = 0.9
-# Callbacks are believed while, among the latest CALLBACK_EVIDENCE settled finishes, at least
-# CALLBACK_MIN_ANNOUNCED were announced by one, fewer than half were not, and the newest
-# CALLBACK_MISS_STREAK were not all missed (a quiet site notices a stop after a few finishes).
-CALLBACK_EVIDENCE = 20
-CALLBACK_MIN_ANNOUNCED = 2
-CALLBACK_MISS_STREAK = 4
-# Run times are learned per profile from the latest RUN_TIME_WINDOW successes, once there are
-# RUN_TIME_MIN_SAMPLES of them; "low" and "high" are these quantiles of the run time.
-RUN_TIME_WINDOW = 100
-RUN_TIME_MIN_SAMPLES = 20
-RUN_TIME_LOW, RUN_TIME_HIGH = 0.02, 0.98
 
 
 _unknown_statuses_logged: set[str] = set()
@@ -122,123 +110,6 @@ class Plan:
     message: str = ""
     error: bool = False
     progressed: bool = False
-
-
-@dataclass(frozen=True)
-class RunTimes:
-    """How long recent successes of one profile ran, from start to finish, in seconds."""
-
-    samples: int
-    low: float
-    median: float
-    high: float
-
-
-def learn_run_times(durations: Sequence[float]) -> RunTimes | None:
-    """The quantiles the cadence uses, or None with fewer than ``RUN_TIME_MIN_SAMPLES``."""
-    usable = [value for value in durations if value > 0]
-    if len(usable) < RUN_TIME_MIN_SAMPLES:
-        return None
-    cuts = statistics.quantiles(usable, n=100, method="inclusive")
-    return RunTimes(
-        samples=len(usable),
-        low=cuts[round(RUN_TIME_LOW * 100) - 1],
-        median=statistics.median(usable),
-        high=cuts[round(RUN_TIME_HIGH * 100) - 1],
-    )
-
-
-def profile(route: str, request: Any) -> str:
-    """What makes run times comparable: the route, the model and the clip length.
-
-    ``"generate/gen4_turbo/10"``; a part the request does not give is left empty.
-    """
-    model: Any = None
-    seconds: Any = None
-    if isinstance(request, Mapping):
-        model = request.get("model")
-        options = request.get("options")
-        if isinstance(options, Mapping):
-            seconds = options.get("seconds")
-    return profile_key(route, model, seconds)
-
-
-def profile_key(route: str, model: Any, seconds: Any) -> str:
-    return f"{route}/{model or ''}/{seconds or ''}"
-
-
-class CallbackState:
-    """What :func:`callback_verdict` concludes (plain strings, shown as they are)."""
-
-    OFF = "off"  # CALLBACK_BASE_URL unset, or TRUST_CALLBACKS off
-    WAITING = "waiting"  # no recent finish says yet whether callbacks arrive
-    ARRIVING = "arriving"  # polling is a safety net
-    MISSING = "missing"  # finishes came without their callback: the usual cadence
-
-
-@dataclass(frozen=True)
-class CallbackVerdict:
-    state: str = CallbackState.OFF
-    announced: int = 0
-    missed: int = 0
-    last_callback_at: dt.datetime | None = None
-
-    @property
-    def live(self) -> bool:
-        return self.state == CallbackState.ARRIVING
-
-
-def callback_verdict(
-    announced: Sequence[bool], *, enabled: bool, last_callback_at: dt.datetime | None = None
-) -> CallbackVerdict:
-    """Are callbacks arriving? ``announced`` says, newest first, for each settled finish of a
-    task created with a callback URL, whether its callback came.
-
-    A finish is settled once it is old enough for a late callback to have come (see
-    :mod:`django_runway_feed.history`); only successes count against callbacks, since failures
-    may not be called back (COMETAPI.md, "Callbacks").
-    """
-    if not enabled:
-        return CallbackVerdict()
-    latest = list(announced[:CALLBACK_EVIDENCE])
-    came = sum(latest)
-    missed = len(latest) - came
-    streak = latest[:CALLBACK_MISS_STREAK]
-    if came < CALLBACK_MIN_ANNOUNCED and not missed:
-        state = CallbackState.WAITING
-    elif (
-        came >= CALLBACK_MIN_ANNOUNCED
-        and 2 * missed < len(latest)
-        and not (len(streak) == CALLBACK_MISS_STREAK and not any(streak))
-    ):
-        state = CallbackState.ARRIVING
-    else:
-        state = CallbackState.MISSING
-    return CallbackVerdict(state, came, missed, last_callback_at)
-
-
-class Outlook(Protocol):
-    """What the poller knows beyond the task itself; asked only when a decision needs it."""
-
-    def callbacks(self) -> CallbackVerdict: ...
-    def run_times_for(self, task: TaskState) -> RunTimes | None: ...
-
-
-@dataclass(frozen=True)
-class FixedOutlook:
-    """An :class:`Outlook` given in full (the default knows nothing)."""
-
-    verdict: CallbackVerdict = CallbackVerdict()
-    learned: Mapping[str, RunTimes] = field(default_factory=dict)
-
-    def callbacks(self) -> CallbackVerdict:
-        return self.verdict
-
-    def run_times_for(self, task: TaskState) -> RunTimes | None:
-        return self.learned.get(profile(task.route, task.request))
-
-
-NO_OUTLOOK: Outlook = FixedOutlook()
 
 
 def _seconds_between(later: dt.datetime, earlier: dt.datetime | None) -> float | None:

@@ -35,7 +35,8 @@ from .exceptions import (
 from .history import read_callback_verdict
 from .maintenance import run_maintenance
 from .models import EventKind, RunwayTask
-from .planning import LAST_ERROR_CHARS, CallbackVerdict, first_poll_delay
+from .outlook import CallbackVerdict
+from .planning import LAST_ERROR_CHARS, first_poll_delay
 from .polling import Clock, Poller, PollSummary
 from .schedules import POLL_FUNC
 from .statuses import FailureCode, Status

@@ -22,7 +22,7 @@ from django_runway_feed.history import (
     read_run_times,
 )
 from django_runway_feed.models import PollerState, RunwayTask
-from django_runway_feed.planning import (
+from django_runway_feed.outlook import (
     RUN_TIME_WINDOW,
     CallbackState,
     CallbackVerdict,

@@ -9,26 +9,28 @@ import pytest
 
 from django_runway_feed.exceptions import RateLimitedError, TaskNotVisibleError, TransientAPIError
 from django_runway_feed.feed import FeedSnapshot, Output
-from django_runway_feed.planning import (
+from django_runway_feed.outlook import (
     CALLBACK_EVIDENCE,
-    ERROR_BACKOFF_MAX_INTERVALS,
-    ERROR_RETRIES_AT_INTERVAL,
     RUN_TIME_MIN_SAMPLES,
-    RUNNING_SPACING,
-    SUCCESS_WITHOUT_OUTPUT_GRACE,
     CallbackState,
     CallbackVerdict,
     FixedOutlook,
     RunTimes,
     callback_verdict,
+    learn_run_times,
+    profile,
+)
+from django_runway_feed.planning import (
+    ERROR_BACKOFF_MAX_INTERVALS,
+    ERROR_RETRIES_AT_INTERVAL,
+    RUNNING_SPACING,
+    SUCCESS_WITHOUT_OUTPUT_GRACE,
     error_backoff,
     first_poll_delay,
     give_up,
-    learn_run_times,
     next_poll_delay,
     plan_error,
     plan_snapshot,
-    profile,
 )
 from django_runway_feed.statuses import FailureCode, Status
 
@@ -448,7 +450,7 @@ def test_next_poll_delay_running_just_before_the_earliest_finish_waits_the_runni
     # 2 s to the earliest finish is below POLL_INTERVAL: the next look is a spacing away.
     delay = next_poll_delay(running(48), started_snapshot(48), now=NOW, outlook=KNOWN)
 
-    assert 10 * 0.9 <= delay <= 10 * 1.1
+    assert RUNNING_SPACING * 5 * 0.9 <= delay <= RUNNING_SPACING * 5 * 1.1
 
 
 def test_next_poll_delay_running_between_low_and_high_polls_at_the_running_spacing():

@@ -15,8 +15,11 @@ from django_runway_feed import outbox, signals
 from django_runway_feed.budget import RequestBudget
 from django_runway_feed.history import CALLBACK_GRACE_SECONDS
 from django_runway_feed.models import EventKind, PollerState, RunwayTask, TaskEvent
+from django_runway_feed.outlook import (
+    learn_run_times,
+)
 from django_runway_feed.pause import settings_fingerprint
-from django_runway_feed.planning import learn_run_times
+from django_runway_feed.planning import RUNNING_SPACING
 from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import Status
 from django_runway_feed.testing import FakeClock, FakeCometAPI, Fault, TaskScript
@@ -568,7 +571,7 @@ def test_poll_is_a_safety_net_while_callbacks_arrive_and_the_usual_cadence_once_
         assert times[0] <= stopped + 2 * 5 * 1.1 + 1
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(gaps) >= 3
-        assert max(gaps) <= 10 * 1.1 + 1
+        assert max(gaps) <= RUNNING_SPACING * 5 * 1.1 + 1
 
 
 def test_poll_with_learned_run_times_waits_for_the_earliest_finish(
@@ -601,5 +604,5 @@ def test_poll_with_learned_run_times_waits_for_the_earliest_finish(
     assert started + learned.low <= times[1] <= started + learned.low + 1
     gaps = [b - a for a, b in itertools.pairwise(times[1:])]
     assert len(gaps) >= 3
-    assert min(gaps) >= 10 * 0.9 - 1
-    assert max(gaps) <= 10 * 1.1 + 1
+    assert min(gaps) >= RUNNING_SPACING * 5 * 0.9 - 1
+    assert max(gaps) <= RUNNING_SPACING * 5 * 1.1 + 1

@@ -8,7 +8,9 @@ from django.core.checks import ERROR, WARNING
 from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.health import status_report
-from django_runway_feed.planning import CallbackState
+from django_runway_feed.outlook import (
+    CallbackState,
+)
 from django_runway_feed.statuses import Status
 
 from ._base import RunwayCommand
