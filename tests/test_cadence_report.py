@@ -117,6 +117,20 @@ def test_status_callbacks_missing_says_polling_is_back_to_the_usual_cadence(sett
     )
 
 
+def test_status_callbacks_none_arrived_points_at_the_callback_url(settings):
+    settings.RUNWAY_FEED = CALLBACKS_ON
+    finishes([False, False, False], now=timezone.now())
+
+    text = status_text()
+
+    assert status_json()["callbacks"]["state"] == "missing"
+    assert (
+        "Callbacks: missing (none of the latest 3 finishes came with one): polling at the usual "
+        "cadence; check that CometAPI can reach RUNWAY_FEED['CALLBACK_BASE_URL'] "
+        "(docs/troubleshooting.md)\n"
+    ) in text
+
+
 def test_status_callbacks_failures_without_a_callback_are_no_evidence(settings):
     settings.RUNWAY_FEED = CALLBACKS_ON
     finishes([False, False, False], now=timezone.now(), status=Status.FAILED)

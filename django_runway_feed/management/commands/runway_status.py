@@ -124,6 +124,13 @@ class Command(RunwayCommand):
                 f"Callbacks: arriving ({callbacks['announced']} of the latest {finishes} "
                 f"announced{last}): tasks that expect one are polled only as a safety net"
             )
+        elif state == CallbackState.MISSING and not callbacks["announced"]:
+            # Not one came: most likely CometAPI cannot reach the site at all.
+            line = (
+                f"Callbacks: missing (none of the latest {finishes} came with one): polling at "
+                "the usual cadence; check that CometAPI can reach RUNWAY_FEED['CALLBACK_BASE_URL'] "
+                "(docs/troubleshooting.md)"
+            )
         elif state == CallbackState.MISSING:
             line = (
                 f"Callbacks: missing ({callbacks['missed']} of the latest {finishes} came without "
