@@ -51,6 +51,8 @@ def test_checks_reject_non_dict(settings):
         ("BASE_URL", "ftp://x"),
         ("REQUEST_TIMEOUT", (5,)),
         ("AUTO_SCHEDULE", "yes"),
+        ("TRUST_CALLBACKS", 1),
+        ("LEARN_RUN_TIMES", "no"),
         ("TASK_TIMEOUT", -1),
     ],
 )
