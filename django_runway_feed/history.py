@@ -95,7 +95,7 @@ def read_run_times(now: dt.datetime) -> dict[str, RunTimes]:
 class Hindsight:
     """The outlook of one poll run, read again now and then (by the run's clock).
 
-    :meth:`at` gives the :class:`~django_runway_feed.planning.Outlook` of a moment; it reads
+    :meth:`at` gives the :class:`~django_runway_feed.outlook.Outlook` of a moment; it reads
     the rows only when a decision asks, so a round whose tasks all finished costs no query.
     """
 
