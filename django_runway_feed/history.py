@@ -1,8 +1,8 @@
 """What recently finished tasks tell the poller: are callbacks arriving, how long tasks run.
 
 Both are read from the task rows themselves, newest finishes first along the ``finished_at``
-index, and turned into an :class:`~django_runway_feed.planning.Outlook` by the pure rules of
-:mod:`django_runway_feed.planning`. A :class:`Hindsight` (one per poll run) keeps the outlook
+index, and turned into an :class:`~django_runway_feed.outlook.Outlook` by the pure rules of
+:mod:`django_runway_feed.outlook`. A :class:`Hindsight` (one per poll run) keeps the outlook
 and reads it again every ``POLL_INTERVAL`` (callbacks) and ``RUN_TIME_REFRESH`` seconds, so a
 round costs no query for it most of the time.
 """
