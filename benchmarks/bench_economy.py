@@ -220,17 +220,24 @@ def poll_until_finished(
         clock.advance(STEP)
         steps += 1
     calls = [api.call_count(task_id) for task_id in finished]
+    delays = list(seen_delays(finished).values())
+    return calls, delays, steps * STEP, throttled
+
+
+def seen_delays(finished: dict[str, float]) -> dict[str, float]:
+    """Finish-to-seen delay per task that was seen (its last poll), in ``finished``'s order."""
+    from django_runway_feed.models import RunwayTask
+
     seen = dict(
         RunwayTask.objects.filter(task_id__in=list(finished)).values_list(
             "task_id", "last_polled_at"
         )
     )
-    delays = [
-        seen[task_id].timestamp() - finished[task_id]
-        for task_id in finished
+    return {
+        task_id: seen[task_id].timestamp() - end
+        for task_id, end in finished.items()
         if seen.get(task_id) is not None
-    ]
-    return calls, delays, steps * STEP, throttled
+    }
 
 
 def p95(values: list[float]) -> float:
@@ -381,15 +388,10 @@ def with_callbacks(name: str, count: int) -> Outcome:
                 calls, delays, _seconds, _held = poll_until_finished(
                     poller, clock, api, finished, each_step=each_step
                 )
-                seen = dict(
-                    RunwayTask.objects.filter(task_id__in=list(finished)).values_list(
-                        "task_id", "last_polled_at"
-                    )
-                )
+                delay_of = seen_delays(finished)
                 delivered = {delivery.task_id for delivery in api.callback_deliveries}
     finally:
         timezone.now = real_now  # type: ignore[assignment]
-    delay_of = {task_id: seen[task_id].timestamp() - end for task_id, end in finished.items()}
     extra: dict[str, Any] = {
         "lost_delays": [delay_of[task_id] for task_id in finished if task_id not in delivered],
     }
