@@ -12,13 +12,17 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import math
+import re
 import time
+import zlib
 from typing import Any
 
 import requests
 import urllib3.exceptions
 
 from . import __version__, cleaning
+from .cleaning import loggable
 from .conf import conf
 from .deadlines import Deadline, DeadlineAdapter, deadline
 from .exceptions import (
@@ -47,6 +51,17 @@ TASK_ID_MAX_CHARS = 128
 # How much of a bad body is kept on the exception (and so in ``last_error``) for inspection.
 BODY_SNIPPET = 2000
 TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+# A Retry-After longer than this is taken as this: a hostile or broken header must not park a
+# task (or the whole poller) for days, nor overflow a datetime.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+# How much of the cleaning notes one log record carries.
+LOG_NOTES_CHARS = 2000
+# Only ASCII digits make a Content-Length ("²" passes str.isdigit() but not int()).
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,20}")
+# We ask for identity. A server that compresses anyway may use one of these, decoded here under
+# the same size cap as a plain body; anything else (br, zstd, a chain such as "gzip, gzip") is
+# refused unread. zlib's wbits: 16 + 15 reads gzip, 15 zlib-wrapped deflate.
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def user_agent() -> str:
@@ -66,19 +81,22 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     if not value:
         return None
-    value = value.strip()
+    value = value.strip()[:100]
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        now = now or dt.datetime.now(tz=dt.UTC)
+        seconds = (when - now).total_seconds()
+    if math.isnan(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    now = now or dt.datetime.now(tz=dt.UTC)
-    return max(0.0, (when - now).total_seconds())
+    # "inf", "1e400" or a date in year 9999: at most MAX_RETRY_AFTER_SECONDS.
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
 def _snippet(raw: bytes) -> str:
@@ -92,10 +110,10 @@ def _error_message(body: Any) -> tuple[str, str]:
         return "", ""
     envelope = body.get("error")
     if isinstance(envelope, dict):
-        return str(envelope.get("message") or "")[:500], str(envelope.get("code") or "")[:64]
+        return loggable(envelope.get("message") or "", 500), loggable(envelope.get("code"), 64)
     message = body.get("msg") or body.get("message") or ""
     code = body.get("code")
-    return str(message)[:500], ("" if code is None else str(code)[:64])
+    return loggable(message, 500), ("" if code is None else loggable(code, 64))
 
 
 class CometAPIClient:
@@ -136,6 +154,8 @@ class CometAPIClient:
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "User-Agent": user_agent(),
+                # Compression buys nothing on answers of a few KB and opens the door to bombs.
+                "Accept-Encoding": "identity",
                 "X-Runway-Version": runway_version or conf.RUNWAY_VERSION,
             }
         )
@@ -198,10 +218,11 @@ class CometAPIClient:
         """
         answer = self._post(FEED_PATH, {"task_id": task_id}, until=until)
         if answer.notes:
+            # However many notes and however long their paths, one bounded line.
             logger.warning(
                 "CometAPI's answer about task %s was cleaned before use: %s",
                 task_id,
-                "; ".join(map(str, answer.notes)),
+                loggable("; ".join(map(str, answer.notes)), LOG_NOTES_CHARS),
             )
         body = answer.value
         if isinstance(body, dict) and body.get("code") == TASK_NOT_EXIST:
@@ -257,24 +278,44 @@ class CometAPIClient:
         self, response: requests.Response, path: str, bound: Deadline, too_slow: str
     ) -> bytes:
         cap = self.max_response_bytes
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise InvalidResponseError(
-                f"CometAPI's answer on {path} is larger than {cap} bytes",
-                status_code=response.status_code,
-            )
+        declared = response.headers.get("Content-Length")
+        if declared is not None:
+            if not _CONTENT_LENGTH_RE.fullmatch(declared.strip()):
+                raise InvalidResponseError(
+                    f"CometAPI's answer on {path} has a malformed Content-Length "
+                    f"{cleaning.escaped(declared, limit=40)}",
+                    status_code=response.status_code,
+                )
+            if int(declared) > cap:
+                raise InvalidResponseError(
+                    f"CometAPI's answer on {path} is larger than {cap} bytes",
+                    status_code=response.status_code,
+                )
+        decoder = _decoder_for(response.headers.get("Content-Encoding"), path, response)
         chunks: list[bytes] = []
         size = 0
         while True:
             if bound.passed():
                 raise TransientAPIError(too_slow)
             try:
-                chunk = response.raw.read1(64 * 1024, decode_content=True)
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # urllib3 never decodes: its decoders have no output bound before 2.6, and ours
+                # below stops at the cap whatever the ratio.
+                chunk = response.raw.read1(64 * 1024, decode_content=False)
+                if decoder is not None:
+                    # Never more than what is left under the cap, plus one byte to notice passing
+                    # it (then the input left over is never needed: the answer is refused).
+                    chunk = decoder.decompress(chunk, cap - size + 1) if chunk else decoder.flush()
+            except (urllib3.exceptions.HTTPError, OSError, zlib.error) as exc:
                 if bound.passed():
                     raise TransientAPIError(too_slow) from exc
                 raise TransientAPIError(
                     f"CometAPI's answer on {path} was cut off: {type(exc).__name__}"
+                ) from exc
+            except Exception as exc:
+                # Whatever else the transport raises while the answer is read, the request was
+                # sent: for a create the outcome is unknown, never a crash.
+                raise TransientAPIError(
+                    f"CometAPI's answer on {path} could not be read: {type(exc).__name__}"
                 ) from exc
             if not chunk:
                 return b"".join(chunks)
@@ -342,6 +383,23 @@ class CometAPIClient:
                 f"CometAPI's answer on {path} is not JSON", status_code=status, body=_snippet(raw)
             )
         return answer
+
+
+def _decoder_for(
+    encoding: str | None, path: str, response: requests.Response
+) -> Any:  # zlib's decompress object has no public type name
+    """A bounded decoder for one gzip or deflate coding, None for identity; else refused."""
+    codings = [part.strip().lower() for part in (encoding or "").split(",") if part.strip()]
+    codings = [coding for coding in codings if coding != "identity"]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in _DECODERS:
+        return zlib.decompressobj(_DECODERS[codings[0]])
+    raise InvalidResponseError(
+        f"CometAPI's answer on {path} has a Content-Encoding this client does not accept "
+        f"({cleaning.escaped(encoding or '', limit=60)}; it asks for identity)",
+        status_code=response.status_code,
+    )
 
 
 def _usable_task_id(task_id: str, note: cleaning.Note | None, body: Any) -> str:

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from .cleaning import loggable
 from .exceptions import InvalidResponseError, TaskNotVisibleError
 from .statuses import RANK, TERMINAL_STATUSES, Status
 
@@ -227,7 +228,7 @@ def _unwrap(payload: Any) -> dict[str, Any]:
         )
         raise InvalidResponseError(
             f"feed response code is {_describe(code)}, not success"
-            + (f": {detail}" if detail else ""),
+            + (f": {loggable(detail)}" if detail else ""),
             code=_text(code, FAILURE_CODE_MAX_CHARS) or _describe(code),
         )
     data = payload.get("data")
@@ -261,9 +262,10 @@ def _raise_for_error_envelope(payload: dict[str, Any]) -> None:
     # The gateway may also report an invisible task through the general envelope.
     if _is_task_not_exist(code) or _is_task_not_exist(message):
         raise _task_not_visible()
+    # Gateway text in an error message ends up in logs and last_error: one line, bounded.
     raise InvalidResponseError(
-        f"feed request failed: {message or 'CometAPI gave no error message'}"
-        + (f" (code {code})" if code else ""),
+        f"feed request failed: {loggable(message) or 'CometAPI gave no error message'}"
+        + (f" (code {loggable(code)})" if code else ""),
         code=code,
     )
 

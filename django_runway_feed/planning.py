@@ -14,6 +14,7 @@ polls go where finishes are likely).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -56,6 +57,9 @@ JITTER = 0.1
 RUNNING_SPACING = 1.9
 USUAL_RUN_SECONDS = 600.0
 LAST_ERROR_CHARS = 2000
+# The gateway's times are evidence, never authority: one before the row was created or after
+# now, give or take this much clock skew, is kept in the raw answer only (docs/polling.md).
+GATEWAY_CLOCK_SKEW = dt.timedelta(minutes=5)
 
 # While callbacks arrive, a task that expects one is polled only as a safety net: this share of
 # MAX_POLL_INTERVAL apart (with the jitter, always under it), so a finish whose callback was
@@ -263,6 +267,7 @@ def plan_snapshot(
 ) -> Plan:
     """Turn one feed answer into the writes it implies for ``task`` (no I/O)."""
     _log_unknown(snapshot)
+    snapshot = _believable_times(task, snapshot, now=now)
     plan = Plan()
     fields = plan.fields
     fields.update(
@@ -273,7 +278,11 @@ def plan_snapshot(
         action=snapshot.action or task.action,
         last_error="",
     )
-    for name in ("submitted_at", "started_at", "finished_at"):
+    # submitted_at is the app's own (set when the create was accepted, or tracking began): the
+    # give-up window and the stuck clock run on it, so the gateway only fills it in when unset.
+    if snapshot.submitted_at is not None and task.submitted_at is None:
+        fields["submitted_at"] = snapshot.submitted_at
+    for name in ("started_at", "finished_at"):
         value = getattr(snapshot, name)
         if value is not None:
             fields[name] = value
@@ -316,6 +325,34 @@ def plan_snapshot(
         delay = next_poll_delay(task, snapshot, now=now, outlook=outlook)
         fields["next_poll_at"] = now + dt.timedelta(seconds=delay)
     return plan
+
+
+def _believable_times(task: TaskState, snapshot: FeedSnapshot, *, now: dt.datetime) -> FeedSnapshot:
+    """``snapshot`` without the times that cannot be true for ``task`` (see GATEWAY_CLOCK_SKEW).
+
+    A ``submit_time`` of 1 would give a running task up at once, one in year 9999 would keep it
+    from ever timing out: such a time stays in ``last_response`` and decides nothing.
+    """
+    earliest, latest = task.created_at - GATEWAY_CLOCK_SKEW, now + GATEWAY_CLOCK_SKEW
+
+    def believable(value: dt.datetime | None) -> dt.datetime | None:
+        return value if value is not None and earliest <= value <= latest else None
+
+    submitted_at, started_at, finished_at = (
+        believable(snapshot.submitted_at),
+        believable(snapshot.started_at),
+        believable(snapshot.finished_at),
+    )
+    if (submitted_at, started_at, finished_at) == (
+        snapshot.submitted_at,
+        snapshot.started_at,
+        snapshot.finished_at,
+    ):
+        return snapshot
+    logger.info("Task %s: gateway times outside the row's lifetime ignored", snapshot.task_id)
+    return dataclasses.replace(
+        snapshot, submitted_at=submitted_at, started_at=started_at, finished_at=finished_at
+    )
 
 
 def give_up(

@@ -44,6 +44,7 @@ from .exceptions import (
     InvalidResponseError,
     RateLimitedError,
     RunwayFeedError,
+    TransientAPIError,
     UnstorableAnswerError,
 )
 from .feed import FeedSnapshot, parse_feed
@@ -68,6 +69,10 @@ STORM_MIN_RATE_LIMITED = 3
 # A request ends this long before its task's lease, for the time between reading the clock
 # and writing the lease (and clocks that disagree a little).
 LEASE_MARGIN_SECONDS = 0.5
+# The answer is read this long before the lease ends, so that decoding and cleaning it (linear
+# in its size, bounded by MAX_RESPONSE_BYTES: milliseconds, see benchmarks/bench_cleaning.py)
+# also happen under the lease. An answer only ready after the lease ended is dropped unapplied.
+HANDLING_MARGIN_SECONDS = 2.0
 
 
 @dataclass
@@ -264,7 +269,13 @@ class Poller:
         try:
             # However the server trickles, the request ends before the lease does: another
             # worker may claim the task then, and two polls of one task must never overlap.
-            snapshot = parse_feed(self.client.feed(task_id, until=lease_ends))
+            answer = self.client.feed(task_id, until=lease_ends - HANDLING_MARGIN_SECONDS)
+            snapshot = parse_feed(answer)
+            if time.monotonic() > lease_ends:
+                # Another worker may hold the task by now: its answer is the one that counts.
+                raise TransientAPIError(
+                    f"The answer about task {task_id} was ready only after its lease ended"
+                )
             if snapshot.task_id != task_id:
                 raise InvalidResponseError(
                     f"The feed answered about task {snapshot.task_id!r} instead of {task_id!r}"
