@@ -315,6 +315,10 @@ class RunwayTask(models.Model):
     # its first callback came: the evidence that callbacks arrive (django_runway_feed.history).
     expects_callback = models.BooleanField(_("expects a callback"), default=False)
     callback_at = models.DateTimeField(_("callback received"), null=True, blank=True)
+    # Set while a poll job queued by a callback waits for a worker: at most one per task.
+    callback_job_queued_at = models.DateTimeField(
+        _("callback poll queued"), null=True, blank=True, editable=False
+    )
     next_poll_at = models.DateTimeField(_("next poll"), null=True, blank=True)
 
     poll_count = models.PositiveIntegerField(_("polls"), default=0)

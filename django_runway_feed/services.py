@@ -312,14 +312,26 @@ def request_prompt_poll(task_pk: int, *, now: dt.datetime | None = None) -> bool
         )
         return True
     token = f"{CALLBACK_LEASE_PREFIX}{secrets.token_hex(8)}"
+    # At most one queued job per task, however many callbacks come while no worker runs: the
+    # job clears callback_job_queued_at when it starts. Meanwhile a callback only makes the
+    # task due now, for the job (or the schedule) to find.
     taken = (
         RunwayTask.objects.pollable()
-        .filter(pk=task_pk)
+        .filter(pk=task_pk, callback_job_queued_at__isnull=True)
         .unleased(now)
-        .update(lease_owner=token, lease_expires_at=now + interval, next_poll_at=now)
+        .update(
+            lease_owner=token,
+            lease_expires_at=now + interval,
+            next_poll_at=now,
+            callback_job_queued_at=now,
+        )
     )
     if taken:
         jobqueue.enqueue("django_runway_feed.jobs.poll_task", task_pk, token)
+    else:
+        RunwayTask.objects.pollable().filter(pk=task_pk, next_poll_at__gt=now).update(
+            next_poll_at=now
+        )
     return True
 
 
@@ -331,6 +343,7 @@ def poll_for_callback(
     The token's lease is handed back first; should another worker claim the task in that
     instant, it polls the task instead and this poll claims nothing.
     """
+    RunwayTask.objects.filter(pk=task.pk).update(callback_job_queued_at=None)
     RunwayTask.objects.filter(pk=task.pk, lease_owner=lease_token).update(
         lease_owner="", lease_expires_at=None
     )

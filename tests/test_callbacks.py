@@ -192,15 +192,29 @@ def test_callback_replays_queue_one_poll_per_interval(api, client, queued_polls)
     assert [args[0] for args in queued_polls] == [task.pk]
 
 
-def test_callback_unpolled_after_interval_queues_again(api, settings, queued_polls):
+def test_callback_job_pending_queues_no_second_one_however_long(api, settings, queued_polls):
     settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5}
     task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
     start = timezone.now()
 
-    for tenth in range(50):  # within one POLL_INTERVAL
-        services.request_prompt_poll(task.pk, now=start + dt.timedelta(seconds=tenth / 10))
-    # The job never ran (a lost broker message): the next interval may queue another.
-    services.request_prompt_poll(task.pk, now=start + dt.timedelta(seconds=5.1))
+    # No worker runs: 600 callbacks over an hour queue one job, not one per interval.
+    for second in range(0, 3600, 6):
+        services.request_prompt_poll(task.pk, now=start + dt.timedelta(seconds=second))
+
+    task.refresh_from_db()
+    assert [args[0] for args in queued_polls] == [task.pk]
+    assert task.next_poll_at <= start + dt.timedelta(seconds=3594)
+
+
+def test_callback_after_its_job_ran_queues_again(api, settings, queued_polls):
+    from django_runway_feed import jobs
+
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "POLL_INTERVAL": 5}
+    task = RunwayTask.objects.track(api.add_task(TaskScript(queued_for=0, run_for=100)))
+    services.request_prompt_poll(task.pk)
+    jobs.poll_task(*queued_polls[0])
+
+    services.request_prompt_poll(task.pk, now=timezone.now() + dt.timedelta(seconds=6))
 
     assert [args[0] for args in queued_polls] == [task.pk, task.pk]
 

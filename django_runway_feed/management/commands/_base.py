@@ -4,6 +4,8 @@ and Django's own options (``--settings`` ...) also work after a subcommand."""
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -60,3 +62,28 @@ def add_django_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--skip-checks", action="store_true", default=keep, help="Skip system checks."
     )
+
+
+def number_between(
+    low: float, high: float, *, whole: bool = False, above_low: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type=`` for a finite number in [low, high] (or (low, high]).
+
+    It raises ``ArgumentTypeError``, which argparse turns into a usage error: a clean message
+    (and exit status 2) on the command line, a ``CommandError`` through ``call_command``.
+    ``nan``, ``inf`` and absurd values never reach the command.
+    """
+    lowest = f"above {low:g}" if above_low else f"from {low:g}"
+    expected = f"{'a whole number' if whole else 'a number'} {lowest} to {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}") from None
+        too_low = value <= low if above_low else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text[:40]!r}")
+        return value
+
+    return parse

@@ -13,6 +13,10 @@ from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.models import RunwayTask
 from django_runway_feed.statuses import Status
 
+from ._base import number_between
+
+MAX_WAIT_SECONDS = 7 * 86_400
+
 
 def find_task(ident: str) -> RunwayTask | None:
     """The task whose provider id is ``ident``, else (all digits) whose row id is; or None.
@@ -33,7 +37,12 @@ def add_follow_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--wait", action="store_true", help="Follow the task until it finishes, showing progress."
     )
-    parser.add_argument("--timeout", type=float, default=None, help="Give up waiting after N s.")
+    parser.add_argument(
+        "--timeout",
+        type=number_between(0, MAX_WAIT_SECONDS, above_low=True),
+        default=None,
+        help="Give up waiting after N s (at most a week).",
+    )
     parser.add_argument("--json", action="store_true", help="Print the task as JSON.")
 
 

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from django_runway_feed.testing import FakeCometAPI, TaskScript
 
-from ._base import RunwayCommand
+from ._base import RunwayCommand, number_between
 
 
 class Command(RunwayCommand):
@@ -25,13 +25,21 @@ class Command(RunwayCommand):
             "--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1)."
         )
         parser.add_argument(
-            "--port", type=int, default=8765, help="Port to listen on (default 8765; 0 = any)."
+            "--port",
+            type=number_between(0, 65535, whole=True),
+            default=8765,
+            help="Port to listen on (default 8765; 0 = any).",
         )
         parser.add_argument("--api-key", help="Key the server expects (default: a random one).")
-        parser.add_argument("--latency", type=float, default=0.0, help="Seconds per response.")
+        parser.add_argument(
+            "--latency",
+            type=number_between(0, 3600),
+            default=0.0,
+            help="Seconds per response.",
+        )
         parser.add_argument(
             "--run-seconds",
-            type=float,
+            type=number_between(0, 86_400),
             default=20.0,
             help="Seconds a task takes from queued to finished (default 20).",
         )

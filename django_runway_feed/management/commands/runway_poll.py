@@ -9,7 +9,9 @@ from django_runway_feed import services
 from django_runway_feed.exceptions import RunwayFeedError
 from django_runway_feed.management.commands._follow import find_task
 
-from ._base import RunwayCommand
+from ._base import RunwayCommand, number_between
+
+MAX_WINDOW_SECONDS = 86_400
 
 
 class Command(RunwayCommand):
@@ -21,7 +23,10 @@ class Command(RunwayCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--task", help="Poll this task now (task id or row id).")
         parser.add_argument(
-            "--window", type=float, default=0.0, help="Keep polling for this many seconds."
+            "--window",
+            type=number_between(0, MAX_WINDOW_SECONDS),
+            default=0.0,
+            help="Keep polling for this many seconds (at most a day; --loop for longer).",
         )
         parser.add_argument(
             "--loop", action="store_true", help="Keep polling until interrupted (Ctrl-C)."

@@ -8,7 +8,12 @@ from django_runway_feed.conf import conf
 from django_runway_feed.pruning import DEFAULT_BATCH_SIZE, PruneResult, prune_finished_tasks
 from django_runway_feed.statuses import TERMINAL_STATUSES
 
-from ._base import RunwayCommand
+from ._base import RunwayCommand, number_between
+
+# A century: older than that is no age a finished task can have; larger values would overflow
+# the date arithmetic.
+MAX_DAYS = 36_500
+MAX_BATCH_SIZE = 100_000
 
 
 class Command(RunwayCommand):
@@ -21,7 +26,7 @@ class Command(RunwayCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--days",
-            type=float,
+            type=number_between(0, MAX_DAYS, above_low=True),
             help="Age in days (default: RUNWAY_FEED['PRUNE_AFTER_DAYS']).",
         )
         parser.add_argument(
@@ -32,7 +37,7 @@ class Command(RunwayCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=number_between(1, MAX_BATCH_SIZE, whole=True),
             default=DEFAULT_BATCH_SIZE,
             help=f"Tasks per batch and transaction (default {DEFAULT_BATCH_SIZE}).",
         )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -22,7 +23,7 @@ def _motion(value: str) -> dict[str, float]:
         try:
             vector[key.strip()] = float(amount)
         except ValueError:
-            raise CommandError(f"--motion-vector: {part!r} is not KEY=NUMBER") from None
+            raise argparse.ArgumentTypeError(f"{part[:40]!r} is not KEY=NUMBER") from None
     return vector
 
 
@@ -36,14 +37,14 @@ def _metadata(value: str) -> Any:
     """``--metadata``: JSON, checked further by the task's validation."""
     try:
         return json.loads(value)
+    # argparse turns ArgumentTypeError into a usage error (exit status 2 on the command line,
+    # CommandError through call_command); any other exception here would be a traceback.
     except RecursionError:
         # Deeper than json can read (on some Pythons): far past the validation's own limit,
         # so say what the validation says where json reads it.
-        raise invalid_arguments(
-            ValidationError({"metadata": [validation.metadata_too_deep()]})
-        ) from None
+        raise argparse.ArgumentTypeError(str(validation.metadata_too_deep())) from None
     except ValueError as exc:
-        raise CommandError(f"--metadata is not valid JSON: {exc}") from None
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
 class Command(RunwayCommand):
