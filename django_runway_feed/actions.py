@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.functional import lazy
@@ -63,6 +64,9 @@ CHANGED = _("changed meanwhile (reload the page)")
 IN_FLIGHT = _("its create call may still be in flight")
 NO_REQUEST = _("no request to send again (a tracked task, or created elsewhere)")
 STILL_RUNNING = _("still in progress (stop it first to replace it)")
+MALFORMED_REQUEST = _("its stored request is not a JSON object, so it cannot be sent again")
+MALFORMED_METADATA = _("its stored metadata is not a JSON object; fix it before resubmitting")
+BROKEN_LINK = _("its linked object id does not fit its content type; fix it before resubmitting")
 
 # What each action reports it did, by ActionReport.verb; "count" picks the plural form.
 DONE = {
@@ -157,11 +161,36 @@ def why_not_stop(task: RunwayTask, now: dt.datetime | None = None) -> StrOrPromi
 def why_not_resubmit(task: RunwayTask, now: dt.datetime | None = None) -> StrOrPromise | None:
     if task.route not in RESUBMITTABLE_ROUTES or not task.request:
         return NO_REQUEST
+    if not isinstance(task.request, dict):
+        return MALFORMED_REQUEST
+    if task.metadata is not None and not isinstance(task.metadata, dict):
+        return MALFORMED_METADATA
+    if not _link_fits(task):
+        return BROKEN_LINK
     if task.status in POLLABLE_STATUSES:
         return STILL_RUNNING
     if may_be_in_flight(task, now):
         return IN_FLIGHT
     return None
+
+
+def _link_fits(task: RunwayTask) -> bool:
+    """The row's ``object_id`` is a value its content type's primary key can take.
+
+    Rows edited by hand (or by an old version of a host model) can hold an id the key refuses,
+    which would turn reading ``content_object`` into an error page.
+    """
+    content_type = task.content_type
+    if content_type is None or not task.object_id:
+        return True
+    model = content_type.model_class()
+    if model is None or model._meta.pk is None:
+        return False
+    try:
+        model._meta.pk.clean(task.object_id, None)
+    except ValidationError:
+        return False
+    return True
 
 
 def _call_api_for_each(
@@ -409,6 +438,7 @@ def _resubmit_one(
     except RunwayFeedError as exc:
         report.skip(task, str(exc))
         return
+
     # Two clicks at once share the key and get the same new row. Locking the old row makes
     # the second wait for the first's event, see it, and write none.
     with transaction.atomic():
