@@ -118,11 +118,28 @@ def minimum_requirements() -> list[str]:
     return pins
 
 
+# Prints "name==floor" for each run-time requirement of requests (idna, charset-normalizer,
+# certifi; urllib3 has a higher floor of ours): the rest of the HTTP path at its lowest too.
+_REQUESTS_FLOORS = """
+import re
+from importlib.metadata import requires
+for requirement in requires("requests") or []:
+    if "extra ==" in requirement:
+        continue
+    match = re.match(r"([A-Za-z0-9_.-]+).*?>=\\s*([0-9][0-9.]*)", requirement)
+    if match and match[1].lower().replace("_", "-") != "urllib3":
+        print(f"{match[1]}=={match[2]}")
+"""
+
+
 @nox.session(python=OLDEST[0])
 def minimums(session: nox.Session) -> None:
-    """The oldest Python with the lowest django, django-q2 and requests pyproject.toml allows."""
+    """The oldest Python with the lowest version of every run-time dependency pyproject.toml
+    declares (django, django-q2, requests and urllib3 under it)."""
     session.install("-e", ".[test]")
     session.install(*minimum_requirements())
+    floors = session.run("python", "-c", _REQUESTS_FLOORS, silent=True)
+    session.install(*str(floors).split())
     session.run("python", "-m", "pip", "check")
     _check_migrations(session)
     _pytest(session, "-m", SLOW_MARKERS)

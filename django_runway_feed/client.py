@@ -305,7 +305,12 @@ class CometAPIClient:
                     # Never more than what is left under the cap, plus one byte to notice passing
                     # it (then the input left over is never needed: the answer is refused).
                     chunk = decoder.decompress(chunk, cap - size + 1) if chunk else decoder.flush()
-            except (urllib3.exceptions.HTTPError, OSError, zlib.error) as exc:
+            except zlib.error as exc:
+                raise InvalidResponseError(
+                    f"CometAPI's compressed answer on {path} could not be decoded",
+                    status_code=response.status_code,
+                ) from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if bound.passed():
                     raise TransientAPIError(too_slow) from exc
                 raise TransientAPIError(
@@ -318,6 +323,11 @@ class CometAPIClient:
                     f"CometAPI's answer on {path} could not be read: {type(exc).__name__}"
                 ) from exc
             if not chunk:
+                if decoder is not None and not decoder.eof:
+                    raise InvalidResponseError(
+                        f"CometAPI's compressed answer on {path} ends before its end",
+                        status_code=response.status_code,
+                    )
                 return b"".join(chunks)
             size += len(chunk)
             if size > cap:

@@ -4,6 +4,10 @@ describe every argument in --help."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 from django.conf import settings
@@ -11,6 +15,8 @@ from django.core.management import call_command, get_commands, load_command_clas
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test import override_settings
+
+from tests.processes import ROOT
 
 COMMANDS = sorted(name for name, app in get_commands().items() if app == "django_runway_feed")
 
@@ -104,4 +110,72 @@ def test_commands_before_migrate_are_command_errors(argv):
             cursor.execute(f"DROP TABLE {model._meta.db_table}{cascade}")
 
     with pytest.raises(CommandError, match=r"Run manage.py migrate first"):
+        call_command(*argv)
+
+
+# -- bad numbers on the command line: a usage error, never a traceback -------------------------
+
+
+def run_manage(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "django", *argv],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["runway_prune", "--days", "nan"],
+            "argument --days: expected a number above 0 to 36500, got 'nan'",
+        ),
+        (
+            ["runway_prune", "--days", "999999999999"],
+            "argument --days: expected a number above 0 to 36500, got '999999999999'",
+        ),
+        (
+            ["runway_poll", "--window", "nan"],
+            "argument --window: expected a number from 0 to 86400, got 'nan'",
+        ),
+        (
+            ["runway_submit", "generate", "--prompt", "x", "--metadata", '{"a": 1'],
+            "argument --metadata: not valid JSON: Expecting ',' delimiter",
+        ),
+        (
+            ["runway_submit", "generate", "--prompt", "x", "--motion-vector", "x=inf,y"],
+            "argument --motion-vector: 'y' is not KEY=NUMBER",
+        ),
+        (
+            ["runway_submit", "generate", "--prompt", "x", "--wait", "--timeout", "inf"],
+            "argument --timeout: expected a number above 0 to 604800, got 'inf'",
+        ),
+    ],
+)
+def test_bad_number_on_the_command_line_is_a_usage_error(argv, message):
+    result = run_manage(*argv)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["runway_prune", "--days", "inf"], "expected a number above 0 to 36500, got 'inf'"),
+        (["runway_prune", "--days", "-1"], "expected a number above 0 to 36500, got '-1'"),
+        (["runway_prune", "--batch-size", "0"], "expected a whole number from 1 to 100000"),
+        (["runway_poll", "--window", "1e9"], "expected a number from 0 to 86400, got '1e9'"),
+        (["runway_fakeapi", "--port", "70000"], "expected a whole number from 0 to 65535"),
+        (["runway_fakeapi", "--latency", "nan"], "expected a number from 0 to 3600, got 'nan'"),
+    ],
+)
+def test_bad_number_through_call_command_is_a_command_error(argv, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
         call_command(*argv)

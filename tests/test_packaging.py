@@ -65,6 +65,7 @@ def test_wheel_contents(tmp_path):
         "django",
         "django-q2",
         "requests",
+        "urllib3",  # requests' own, declared for its floor
     ]
 
 

@@ -40,9 +40,13 @@ def _metadata(value: str) -> Any:
     # argparse turns ArgumentTypeError into a usage error (exit status 2 on the command line,
     # CommandError through call_command); any other exception here would be a traceback.
     except RecursionError:
-        # Deeper than json can read (on some Pythons): far past the validation's own limit,
-        # so say what the validation says where json reads it.
-        raise argparse.ArgumentTypeError(str(validation.metadata_too_deep())) from None
+        # Deeper than json can read (on some Pythons): far past the validation's own limit.
+        # A stand-in one level past that limit makes the validation refuse it in its own
+        # words, the same on every Python.
+        too_deep: dict[str, Any] = {}
+        for _level in range(validation.MAX_METADATA_DEPTH + 1):
+            too_deep = {"": too_deep}
+        return too_deep
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
