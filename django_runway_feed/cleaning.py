@@ -150,6 +150,8 @@ def _note(notes: list[Note], path: _Path, problem: str, original: str = "") -> N
 # The types the walk must look into: containers and floats, and strings when they need it.
 _OTHERS = frozenset({dict, list, float})
 _STRING_AND_OTHERS = _OTHERS | {str}
+# Lists longer than this are first checked for plain scalars in one C-level pass.
+_PLAIN_CHECK_FROM = 16
 
 
 class _Walk:
@@ -178,33 +180,26 @@ class _Walk:
         if depth >= MAX_DEPTH:
             _note(self.notes, path, f"nested deeper than {MAX_DEPTH} levels, replaced by null")
             return None
+        fix = self.fix_strings
+        pairs: Iterable[tuple[Any, Any]]
         if type(value) is list:
             # One pass in C over the types: a wide list of plain scalars ends here.
-            if self._plain(value):
+            if len(value) > _PLAIN_CHECK_FROM and self._plain(value):
                 return value
-            for index, item in enumerate(value):
-                kind = type(item)
-                if kind is str:
-                    if self.fix_strings:
-                        value[index] = self.text(item, (path, index))
-                elif kind is dict or kind is list:
-                    value[index] = self.container(item, (path, index), depth + 1)
-                elif kind is float and item - item != 0:
-                    _note(self.notes, (path, index), f"non-finite number {item!r} replaced by null")
-                    value[index] = None
-            return value
-        if self.fix_strings and any(_UNSTORABLE.search(key) for key in value):
-            value = {self.text(key, (path, key), is_key=True): item for key, item in value.items()}
-        if self._plain(value.values()):
-            return value
-        for key, item in value.items():
+            pairs = enumerate(value)
+        else:
+            if fix and any(_UNSTORABLE.search(key) for key in value):
+                value = {self.text(key, (path, key), is_key=True): v for key, v in value.items()}
+            # Values are replaced in place, never keys: iterating while assigning is safe.
+            pairs = value.items()
+        for key, item in pairs:
             kind = type(item)
-            if kind is str:
-                if self.fix_strings:
-                    value[key] = self.text(item, (path, key))
-            elif kind is dict or kind is list:
+            if kind is dict or kind is list:
                 value[key] = self.container(item, (path, key), depth + 1)
-            elif kind is float and item - item != 0:
+            elif kind is str:
+                if fix:
+                    value[key] = self.text(item, (path, key))
+            elif kind is float and item - item != 0:  # inf - inf and nan - nan are nan
                 _note(self.notes, (path, key), f"non-finite number {item!r} replaced by null")
                 value[key] = None
         return value

@@ -39,6 +39,7 @@ def run_benchmark(name: str) -> str:
         ("bench_throughput", ["throughput", "throughput_vs_naive", "overhead_vs_raw_http"]),
         ("bench_queries", ["queries_per_quiet_task", "queries_per_transition"]),
         ("bench_memory", ["memory_ratio"]),
+        ("bench_cleaning", ["cleaning_wide_vs_json_loads", "cleaning_deep_vs_json_loads"]),
         (
             "bench_scale",
             [

@@ -15,19 +15,26 @@ import logging
 import subprocess
 import sys
 import threading
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from django_runway_feed import cleaning, planning
 from django_runway_feed.client import MAX_RETRY_AFTER_SECONDS, CometAPIClient, parse_retry_after
 from django_runway_feed.exceptions import InvalidResponseError
+from django_runway_feed.feed import parse_feed
 from django_runway_feed.models import EventKind, RunwayTask
 from django_runway_feed.polling import Poller
 from django_runway_feed.statuses import FailureCode, Status
 from django_runway_feed.testing import FakeCometAPI, Fault, TaskScript
+from tests.conftest import unclean
 from tests.processes import ROOT
 
 QUIET = TaskScript(queued_for=10_000)
@@ -305,7 +312,8 @@ def test_submit_time_in_year_9999_does_not_stop_the_timeout(api, poller, clock, 
     submitted = task.submitted_at
     task = poll(poller, task, clock, seconds=700)
 
-    assert submitted is not None and submitted.year < 9999
+    assert submitted is not None
+    assert submitted.year < 9999
     assert task.status == Status.FAILED
     assert task.failure_code == FailureCode.TIMEOUT
 
@@ -359,7 +367,8 @@ def test_log_records_from_a_hostile_answer_are_one_bounded_line(api, poller, clo
     messages = [record.getMessage() for record in caplog.records]
     assert any("was cleaned before use" in message for message in messages)
     for message in messages:
-        assert "\n" not in message and "\r" not in message
+        assert "\n" not in message
+        assert "\r" not in message
         assert len(message) < 8_000
 
 
@@ -375,3 +384,120 @@ def test_slow_answer_is_cut_before_the_lease_ends(api, clock, now_of, settings):
     task.refresh_from_db()
     assert "before the task's lease ended" in task.last_error
     assert task.error_count == 1
+
+
+# -- properties -------------------------------------------------------------------------------
+
+TEXT_ANY = st.text(
+    st.one_of(
+        st.sampled_from(["\x00", "\ud800", "\n", "\r", "\u2028", "\x85", "\x1b", "%", "\\"]),
+        st.characters(exclude_categories=()),
+    ),
+    max_size=40,
+)
+JSON_ANY = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.floats(allow_nan=True, allow_infinity=True),
+        TEXT_ANY,
+    ),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(TEXT_ANY, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(value=JSON_ANY, noise=st.binary(max_size=3), where=st.integers(0, 10_000))
+@settings(max_examples=200, deadline=None)
+def test_cleaning_any_json_with_stray_bytes_is_storable_and_its_notes_one_line(value, noise, where):
+    raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if noise:
+        # Stray bytes inside the text (a string's content): at the end or in the middle.
+        at = min(where, len(raw))
+        raw = raw[:at] + noise + raw[at:]
+    try:
+        cleaned = cleaning.loads(raw)
+    except (ValueError, RecursionError):
+        return  # not JSON any more: the client reports an invalid answer
+    assert unclean(cleaned.value) == []
+    json.dumps(cleaned.value, allow_nan=False)
+    for note in cleaned.notes:
+        text = str(note)
+        assert "\n" not in text
+        assert "\r" not in text
+        assert len(text) < 1_000
+
+
+@given(text=st.one_of(TEXT_ANY, st.text(max_size=5_000)), limit=st.integers(1, 500))
+def test_loggable_is_one_printable_bounded_line(text, limit):
+    line = cleaning.loggable(text, limit)
+
+    assert len(line) <= limit * 10 + 3  # an escaped character takes at most 10
+    # No control, line or paragraph separator, or lone surrogate: nothing a log can split on.
+    assert not [char for char in line if unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs")]
+
+
+@given(header=st.one_of(TEXT_ANY, st.from_regex(r"-?[0-9]{1,400}(\.[0-9]+)?(e[0-9]{1,4})?")))
+def test_retry_after_of_any_header_is_none_or_bounded(header):
+    seconds = parse_retry_after(header)
+
+    assert seconds is None or 0.0 <= seconds <= MAX_RETRY_AFTER_SECONDS
+
+
+UNIX_TIMES = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 253402300799, "1", "99999999999999"]),
+)
+
+
+@given(
+    submit=UNIX_TIMES,
+    start=UNIX_TIMES,
+    finish=UNIX_TIMES,
+    status=st.sampled_from(["QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"]),
+)
+def test_plan_never_takes_a_gateway_time_outside_the_rows_lifetime(submit, start, finish, status):
+    now = dt.datetime(2026, 12, 5, 12, tzinfo=dt.UTC)
+    task = SimpleNamespace(
+        status=Status.RUNNING,
+        progress=10,
+        error_count=0,
+        provider_status="",
+        provider_inner_status="",
+        action="",
+        created_at=now - dt.timedelta(hours=1),
+        submitted_at=now - dt.timedelta(hours=1),
+        started_at=None,
+        finished_at=None,
+        resumed_at=None,
+        last_polled_at=now - dt.timedelta(seconds=10),
+        next_poll_at=now,
+        route="generate",
+        request={},
+        expects_callback=False,
+        poll_count=3,
+    )
+    body = {
+        "code": "success",
+        "data": {
+            "task_id": "t-1",
+            "status": status,
+            "progress": "50%",
+            "submit_time": submit,
+            "start_time": start,
+            "finish_time": finish,
+            "result_url": "https://example.com/v.mp4",
+        },
+    }
+    plan = planning.plan_snapshot(task, parse_feed(cleaning.clean(body).value), now=now)
+
+    assert "submitted_at" not in plan.fields
+    for name in ("started_at", "finished_at"):
+        value = plan.fields.get(name)
+        assert value is None or task.created_at - planning.GATEWAY_CLOCK_SKEW <= value
+        assert value is None or value <= now + planning.GATEWAY_CLOCK_SKEW
+    assert plan.fields.get("failure_code") != FailureCode.TIMEOUT
