@@ -40,8 +40,8 @@ def give_up(task: RunwayTask, code: str, now: dt.datetime) -> RunwayTask:
     return task
 
 
-def failed_generated(prompt: str) -> RunwayTask:
-    task = RunwayTask.objects.generate(prompt)
+def failed_generated(prompt: str, **kwargs) -> RunwayTask:
+    task = RunwayTask.objects.generate(prompt, **kwargs)
     RunwayTask.objects.filter(pk=task.pk).update(status=Status.FAILED)
     task.refresh_from_db()
     return task
@@ -483,3 +483,24 @@ def test_resubmit_refused_by_the_api_keeps_the_rejected_row(api):
     assert events(old, EventKind.RESUBMITTED)[0].message == (
         f"Resubmitted as task #{new.pk} (failed)."
     )
+
+
+def test_resubmit_malformed_row_says_what_is_wrong(api):
+    product = Product.objects.create(name="Surfboard")
+    bad_request = failed_generated("a cat surfing")
+    bad_metadata = failed_generated("a dog surfing")
+    bad_link = failed_generated("a cow surfing", content_object=product)
+    RunwayTask.objects.filter(pk=bad_request.pk).update(request=["not", "an", "object"])
+    RunwayTask.objects.filter(pk=bad_metadata.pk).update(metadata="a string")
+    RunwayTask.objects.filter(pk=bad_link.pk).update(object_id="not-a-number")
+    rows = list(RunwayTask.objects.filter(pk__in=[bad_request.pk, bad_metadata.pk, bad_link.pk]))
+    created = len(api.create_requests)
+
+    report = actions.resubmit(rows)
+
+    assert report.skipped == {
+        actions.MALFORMED_REQUEST: [bad_request],
+        actions.MALFORMED_METADATA: [bad_metadata],
+        actions.BROKEN_LINK: [bad_link],
+    }
+    assert len(api.create_requests) == created
