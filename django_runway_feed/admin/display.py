@@ -129,7 +129,13 @@ def progress_bar(progress: int, status: str) -> SafeString:
 
 def time_text(value: dt.datetime) -> str:
     """A time to the second, in the site's time zone."""
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    try:
+        local = timezone.localtime(value) if timezone.is_aware(value) else value
+    except OverflowError:
+        # Year 1 or 9999 (a gateway's word, stored before it was checked): the zone's offset
+        # would leave the calendar, so the time is shown as stored, in UTC.
+        utc = value.astimezone(dt.UTC) if timezone.is_aware(value) else value
+        return utc.replace(tzinfo=None).isoformat(" ", "seconds") + " UTC"
     return format_date(local, "Y-m-d H:i:s")
 
 

@@ -1,16 +1,26 @@
-"""The task list's filters: stuck tasks, failure codes, tasks with an output."""
+"""The task list's filters: stuck tasks, failure codes, tasks with an output; and what a
+list's query string may hold."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.contrib import admin
+from django.core.exceptions import SuspiciousOperation
 from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
+    HttpResponse,
 )
 from django.utils.translation import gettext_lazy as _
 
 from ..models import RunwayTask, RunwayTaskQuerySet
 from ..statuses import FailureCode, Status
+
+if TYPE_CHECKING:
+    ChangelistBase = admin.ModelAdmin[Any]
+else:
+    ChangelistBase = object
 
 # The failure-code filter offers the codes of this many of the latest failed (and cancelled) tasks.
 RECENT_FAILURES = 500
@@ -89,3 +99,19 @@ class HasOutputFilter(admin.SimpleListFilter):
         if value == "none":
             return queryset.filter(result_url="", output_file="")
         return queryset
+
+
+class RefusesUnstorableQuery(ChangelistBase):
+    """A list whose query string holds a NUL (``?failure_code=%00``) answers 400.
+
+    No filter or search can match one, and PostgreSQL refuses it in a query with an error that
+    would otherwise be a 500.
+    """
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        for key, values in request.GET.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                raise SuspiciousOperation("A NUL character in the list's query string.")
+        return super().changelist_view(request, extra_context)

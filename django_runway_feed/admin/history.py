@@ -21,6 +21,7 @@ from .display import (
     pretty_json,
     time_field,
 )
+from .filters import RefusesUnstorableQuery
 
 if TYPE_CHECKING:
     # django-stubs makes these generic; at run time they are plain classes.
@@ -44,7 +45,7 @@ class ReadOnlyAdmin:
 
 
 @admin.register(TaskEvent)
-class TaskEventAdmin(ReadOnlyAdmin, TaskEventAdminBase):
+class TaskEventAdmin(ReadOnlyAdmin, RefusesUnstorableQuery, TaskEventAdminBase):
     """The history, read-only: nobody adds, edits or deletes an event from the admin."""
 
     list_display = (

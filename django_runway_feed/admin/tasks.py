@@ -57,7 +57,7 @@ from .display import (
     url_or_text,
     web_url,
 )
-from .filters import FailureCodeFilter, HasOutputFilter, StuckFilter
+from .filters import FailureCodeFilter, HasOutputFilter, RefusesUnstorableQuery, StuckFilter
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -209,7 +209,7 @@ class TaskChangeList(ChangeList):
 
 
 @admin.register(RunwayTask)
-class RunwayTaskAdmin(RunwayTaskAdminBase):
+class RunwayTaskAdmin(RefusesUnstorableQuery, RunwayTaskAdminBase):
     list_display = (
         "short_id",
         "route_column",
