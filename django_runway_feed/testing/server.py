@@ -11,8 +11,9 @@ settings.
 - :mod:`.recording`: the requests recorded and the callbacks sent (``Recording``);
 - :mod:`.handler` (with :mod:`.answers`): the HTTP server and its request handler.
 
-This module adds the server's life cycle, and keeps every name it always offered importable
-from here.
+This module adds the server's life cycle, and keeps the public names it always offered (the
+record types, the route constants, ``Fault``, ``TaskScript``, ``FakeClock``) importable from
+here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .clock import FakeClock
 from .faults import RANDOM_FAULTS, FaultInjection
 from .handler import CREATE_ROUTES, FEED_PATH, REQUIRED_FIELDS, FakeHTTPServer, RequestHandler
 from .recording import CallbackDelivery, CreateRequest, FeedCall, OutputRequest, Recording
-from .scripts import TaskScript
+from .scripts import Fault, TaskScript
 from .tasks import OUTPUTS_PREFIX
 
 __all__ = [
@@ -40,11 +41,14 @@ __all__ = [
     "REQUIRED_FIELDS",
     "CallbackDelivery",
     "CreateRequest",
+    "FakeClock",
     "FakeCometAPI",
     "FakeHTTPServer",
+    "Fault",
     "FeedCall",
     "OutputRequest",
     "RequestHandler",
+    "TaskScript",
 ]
 
 CREATE_STYLES: Final = ("documented", "older")
