@@ -265,32 +265,45 @@ def _describe(message: CheckMessage) -> dict[str, Any]:
     }
 
 
-def status_counts(*, limit: int | None = None) -> tuple[dict[str, int], list[str]]:
-    """Tasks per status, and which of those counts are PostgreSQL's estimates.
+def bounded_status_counts(*, limit: int) -> tuple[dict[str, int], list[str]]:
+    """Tasks per status, counted without reading a large table, and the statuses past ``limit``.
 
-    Unfinished statuses are counted exactly (their part of the status index is small). A
-    finished status is counted up to ``limit``; past it, PostgreSQL's statistics give the
-    figure (a year of finished tasks is most of the table, and counting it reads it all).
-    Other databases count exactly. ``limit`` defaults to ``EXACT_COUNT_LIMIT``.
+    Unfinished statuses are counted exactly, in one GROUP BY over their part of the status
+    index (it is small). Each finished status is counted up to ``limit + 1``, one bounded count
+    each: a year of finished tasks is most of the table, and counting it reads it all. The
+    finished statuses whose count passed ``limit`` are returned in order; their count is then
+    ``limit + 1``. A fixed number of queries, whatever the size of the table.
     """
-    limit = EXACT_COUNT_LIMIT if limit is None else limit
     counts = {status.value: 0 for status in Status}
     tasks = RunwayTask.objects.order_by()
     counts.update(tasks.unfinished().values_list("status").annotate(n=Count("pk")))
-    estimated: list[str] = []
-    statistics: dict[str, int] | None = None
+    past: list[str] = []
     for status in sorted(TERMINAL_STATUSES):
-        rows = tasks.filter(status=status)
-        counts[status] = count_up_to(rows, limit)
-        if counts[status] <= limit:
-            continue
-        if statistics is None:
-            statistics = estimated_value_counts(RunwayTask, "status")
+        counts[status] = count_up_to(tasks.filter(status=status), limit)
+        if counts[status] > limit:
+            past.append(status)
+    return counts, past
+
+
+def status_counts(*, limit: int | None = None) -> tuple[dict[str, int], list[str]]:
+    """Tasks per status, and which of those counts are PostgreSQL's estimates.
+
+    The counts of :func:`bounded_status_counts`; a finished status past ``limit`` then takes
+    PostgreSQL's statistics for its figure. Other databases count it exactly. ``limit``
+    defaults to ``EXACT_COUNT_LIMIT``.
+    """
+    limit = EXACT_COUNT_LIMIT if limit is None else limit
+    counts, past = bounded_status_counts(limit=limit)
+    estimated: list[str] = []
+    if not past:
+        return counts, estimated
+    statistics = estimated_value_counts(RunwayTask, "status")
+    for status in past:
         if status in statistics:
             counts[status] = max(statistics[status], limit + 1)
             estimated.append(status)
         else:
-            counts[status] = rows.count()
+            counts[status] = RunwayTask.objects.filter(status=status).count()
     return counts, estimated
 
 

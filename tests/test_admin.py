@@ -15,6 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from django_runway_feed.admin import task_summary
 from django_runway_feed.admin import tasks as admin_module
 from django_runway_feed.admin.display import duration, web_url
 from django_runway_feed.admin.filters import FailureCodeFilter
@@ -447,7 +448,7 @@ def test_changelist_orders_by_creation_time_newest_first(admin_client):
 
 @pytest.mark.parametrize("url", [CHANGELIST, f"{CHANGELIST}?status__exact=succeeded"])
 def test_changelist_counts_past_the_limit_say_more_than(admin_client, monkeypatch, url):
-    monkeypatch.setattr(admin_module, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(task_summary, "COUNT_LIMIT", 5)
     monkeypatch.setattr(admin_module.BoundedPaginator, "limit", 5)
     RunwayTask.objects.bulk_create(
         RunwayTask(task_id=f"t{i}", route="tracked", status="succeeded") for i in range(7)
@@ -463,7 +464,7 @@ def test_changelist_counts_past_the_limit_say_more_than(admin_client, monkeypatc
 
 
 def test_summary_counts_finished_statuses_up_to_the_limit(admin_client, monkeypatch):
-    monkeypatch.setattr(admin_module, "COUNT_LIMIT", 5)
+    monkeypatch.setattr(task_summary, "COUNT_LIMIT", 5)
     RunwayTask.objects.bulk_create(
         RunwayTask(task_id=f"t{i}", route="tracked", status="succeeded") for i in range(7)
     )

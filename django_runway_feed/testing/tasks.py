@@ -15,7 +15,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from .scripts import TaskScript
 
@@ -131,7 +131,7 @@ class FakeTask:
 
         ``query`` (``?expires=...&signature=...`` when the server's URLs expire) is appended.
         """
-        prefix = f"{base_url}/outputs/{self.task_id}"
+        prefix = f"{base_url}{OUTPUTS_PREFIX}{self.task_id}"
         return (
             f"{prefix}.mp4{query}",
             f"{prefix}-poster.png{query}",
@@ -289,6 +289,8 @@ def _iso(timestamp: float) -> str:
 
 # Output files -------------------------------------------------------------------------------
 
+# Where the server serves output files: ``GET /outputs/<task_id>.mp4`` and the two images.
+OUTPUTS_PREFIX: Final = "/outputs/"
 VIDEO_CONTENT_TYPE = "video/mp4"
 IMAGE_CONTENT_TYPE = "image/png"
 _OUTPUT_SUFFIXES = (
