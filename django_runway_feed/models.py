@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import validation
+from .conf import conf
 from .files import result_storage
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
@@ -119,8 +120,6 @@ class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
         ``after`` defaults to ``RUNWAY_FEED['STALE_AFTER']``. Measured from submission because
         a task can go without a successful poll no longer than it has existed.
         """
-        from .conf import conf
-
         now = now or timezone.now()
         if after is None:
             after = conf.STALE_AFTER

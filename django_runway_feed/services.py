@@ -21,7 +21,7 @@ from django.utils.crypto import salted_hmac
 from . import jobqueue, outbox, validation
 from .cleaning import clean_text, escaped
 from .client import CometAPIClient
-from .conf import conf
+from .conf import conf, q_cluster
 from .downloads import first_downloads_waiting
 from .exceptions import (
     AuthenticationError,
@@ -370,10 +370,8 @@ def follow_task(
 
 def single_worker_cluster() -> bool:
     """Whether the django-q2 cluster runs one worker (``Q_CLUSTER['workers'] = 1``)."""
-    from django.conf import settings
-
-    cluster = getattr(settings, "Q_CLUSTER", None)
-    return isinstance(cluster, dict) and not cluster.get("sync") and cluster.get("workers") == 1
+    cluster = q_cluster()
+    return cluster is not None and not cluster.get("sync") and cluster.get("workers") == 1
 
 
 def poll_due_tasks(
