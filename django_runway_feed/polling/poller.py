@@ -30,14 +30,12 @@ from ..conf import conf
 from ..gateway import GatewayReport
 from . import claiming
 from .heartbeat import record_heartbeat
-from .rounds import RoundRunner, _empty_round, _Round
+from .rounds import RoundRunner, StartedRound, empty_round
 from .summary import PollSummary
 
 
 class Poller(RoundRunner):
     """Polls due tasks. Build one per run; :meth:`close` it (or use ``with``) when done."""
-
-    # -- runs ----------------------------------------------------------------------------------
 
     def seconds_until_due(self, now: dt.datetime) -> float | None:
         """Seconds until the earliest pollable task is due (0 if one is due), None if none."""
@@ -66,14 +64,14 @@ class Poller(RoundRunner):
         self.stop_sending_at = ends
         total = PollSummary()
         self._guarded(lambda: outbox.sweep(now=self.clock()), 0)
-        ahead: _Round | None = None
+        ahead: StartedRound | None = None
         while True:
             database_errors = self.database_errors
-            current = ahead or self._guarded(self._start_round_unless_paused, _empty_round())
+            current = ahead or self._guarded(self._start_round_unless_paused, empty_round())
             ahead = None
-            if isinstance(current, _Round) and time.monotonic() < ends:
-                following = self._guarded(self._start_round_unless_paused, _empty_round())
-                ahead = following if isinstance(following, _Round) else None
+            if isinstance(current, StartedRound) and time.monotonic() < ends:
+                following = self._guarded(self._start_round_unless_paused, empty_round())
+                ahead = following if isinstance(following, StartedRound) else None
             summary = self._guarded(partial(self._finish_round, current), PollSummary(rounds=1))
             total.add(summary)
             if ahead is not None:

@@ -38,12 +38,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _empty_round() -> _Round | PollSummary:
+def empty_round() -> StartedRound | PollSummary:
     return PollSummary(rounds=1)
 
 
 @dataclass
-class _Round:
+class StartedRound:
     """A claimed batch whose requests are queued on the pool."""
 
     owner: str
@@ -209,7 +209,7 @@ class RoundRunner:
         task_ids: Iterable[int] | None = None,
         due_only: bool = True,
         budget_tat: float | None = None,
-    ) -> _Round | PollSummary:
+    ) -> StartedRound | PollSummary:
         """Claim a batch and queue its requests on the pool; a summary if nothing was claimed.
 
         ``budget_tat`` is the shared budget's state when the caller has just read it.
@@ -238,9 +238,11 @@ class RoundRunner:
             self.budget_retry_in = grant.retry_in
             if grant.reported:
                 self.gateway_report = GatewayReport()
-        return _Round(owner, tasks, self._queue_fetches(tasks, send=send, claimed_at=claimed_at))
+        return StartedRound(
+            owner, tasks, self._queue_fetches(tasks, send=send, claimed_at=claimed_at)
+        )
 
-    def _finish_round(self, started: _Round | PollSummary) -> PollSummary:
+    def _finish_round(self, started: StartedRound | PollSummary) -> PollSummary:
         """Wait for a started round's answers and apply them."""
         if isinstance(started, PollSummary):
             return started
@@ -256,7 +258,7 @@ class RoundRunner:
         task_ids: Iterable[int] | None = None,
         due_only: bool = True,
         ignore_pause: bool = False,
-    ) -> _Round | PollSummary:
+    ) -> StartedRound | PollSummary:
         """Read the shared state once, then start a round unless a pause holds."""
         now = self.clock()
         paused, tat, gateway = self._read_state(now)
