@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__ or "", argv)
     count = 60 if args.quick else 1000
     with bench_database():
-        from django_runway_feed import planning, polling
+        from django_runway_feed import planning
+        from django_runway_feed.polling import holds
 
         configure_feed(CONCURRENCY=16, POLL_INTERVAL=5, MAX_POLL_INTERVAL=15)
         plans = scripts(count, "coarse")
@@ -86,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Before issue 13: twice POLL_INTERVAL after the first error, doubling up to 600 s.
             current = planning.error_backoff
             # The rule lives in planning; the poller's storm hold uses it too.
-            planning.error_backoff = polling.error_backoff = old_error_backoff
+            planning.error_backoff = holds.error_backoff = old_error_backoff
             try:
                 runs["storm (32 %), old backoff"] = simulate(plans, fault_rate=STORM_RATE)
             finally:
-                planning.error_backoff = polling.error_backoff = current
+                planning.error_backoff = holds.error_backoff = current
         label = database_label()
     base = runs["baseline (0 %)"]
     rows: list[tuple[object, ...]] = []

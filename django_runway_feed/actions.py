@@ -30,6 +30,7 @@ from .client import CometAPIClient
 from .exceptions import DownloadUnavailable, RunwayFeedError
 from .models import POLLABLE_STATUSES, EventKind, Route, RunwayTask, TaskEvent
 from .statuses import FailureCode, Status
+from .transitions import change_status
 from .writes import DATABASE_TROUBLE
 
 if TYPE_CHECKING:
@@ -308,34 +309,30 @@ def resume_tracking(
         if reason:
             report.skip(task, reason)
             continue
-        with transaction.atomic():
-            updated = RunwayTask.objects.filter(
-                pk=task.pk, status=Status.FAILED, failure_code=task.failure_code
-            ).update(
-                status=Status.QUEUED,
-                failure_code="",
-                fail_reason="",
-                finished_at=None,
-                resumed_at=now,
-                next_poll_at=now,
-                error_count=0,
-                last_error="",
-                lease_owner="",
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            if not updated:
-                report.skip(task, CHANGED)
-                continue
-            # ``task`` is the row as read (failed): the note goes from there to queued.
-            outbox.record_note(
-                task,
-                EventKind.RESUMED,
-                f"Tracking resumed{_by(actor)}; it had been given up ({task.failure_code}).",
-                payload={"failure_code": task.failure_code, "fail_reason": task.fail_reason},
-                to_status=Status.QUEUED,
-                now=now,
-            )
+        # ``task`` is the row as read (failed): the note goes from there to queued.
+        resumed = change_status(
+            task,
+            Status.QUEUED,
+            now=now,
+            values={
+                "failure_code": "",
+                "fail_reason": "",
+                "finished_at": None,
+                "resumed_at": now,
+                "next_poll_at": now,
+                "error_count": 0,
+                "last_error": "",
+                "lease_owner": "",
+                "lease_expires_at": None,
+            },
+            where={"failure_code": task.failure_code},
+            message=f"Tracking resumed{_by(actor)}; it had been given up ({task.failure_code}).",
+            payload={"failure_code": task.failure_code, "fail_reason": task.fail_reason},
+            reopen=True,
+        )
+        if not resumed:
+            report.skip(task, CHANGED)
+            continue
         report.done.append(task)
     return report
 
@@ -360,31 +357,25 @@ def stop_tracking(
             f"Stopped{_by(actor)}: no longer tracked. CometAPI has no cancel route, so the task "
             "may still run (and be billed) at the provider."
         )
-        previous = task.status
-        with transaction.atomic():
-            updated = RunwayTask.objects.filter(pk=task.pk, status=previous).update(
-                status=Status.CANCELLED,
-                failure_code=FailureCode.STOPPED,
-                fail_reason=reason,
-                finished_at=now,
-                next_poll_at=None,
+        stopped = change_status(
+            task,
+            Status.CANCELLED,
+            now=now,
+            values={
+                "failure_code": FailureCode.STOPPED,
+                "fail_reason": reason,
+                "finished_at": now,
+                "next_poll_at": None,
                 # A poll in flight writes only while it holds the lease: dropping the lease
                 # discards its answer.
-                lease_owner="",
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            if not updated:
-                report.skip(task, CHANGED)
-                continue
-            outbox.record_transition(
-                task,
-                previous=previous,
-                status=Status.CANCELLED,
-                progress=task.progress,
-                message=reason,
-                now=now,
-            )
+                "lease_owner": "",
+                "lease_expires_at": None,
+            },
+            message=reason,
+        )
+        if not stopped:
+            report.skip(task, CHANGED)
+            continue
         report.done.append(task)
     return report
 

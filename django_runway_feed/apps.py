@@ -7,11 +7,12 @@ from django.db import connections
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
+from .conf import conf
+
 
 def install_schedule_after_migrate(
     sender: AppConfig, *, using: str = "default", **kwargs: Any
 ) -> None:
-    from .conf import conf
     from .schedules import install_schedule
 
     if not (conf.AUTO_SCHEDULE and apps.is_installed("django_q")):

@@ -75,6 +75,16 @@ def user_settings() -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def q_cluster() -> dict[str, Any] | None:
+    """django-q2's ``Q_CLUSTER`` dict, or None when it is unset or not a dict (checks say so).
+
+    The one place the app reads it: the system checks, the health report, the job queue and
+    the poll run's hand-back all ask here.
+    """
+    value = getattr(settings, "Q_CLUSTER", None)
+    return value if isinstance(value, dict) else None
+
+
 def _get(name: str) -> Any:
     return user_settings().get(name, DEFAULTS[name])
 

@@ -16,6 +16,8 @@ from django.core.files.base import File
 from django.core.files.storage import Storage, storages
 from django.utils.deconstruct import deconstructible
 
+from .conf import conf
+
 
 @deconstructible(path="django_runway_feed.files.ResultStorage")
 class ResultStorage(Storage):
@@ -23,8 +25,6 @@ class ResultStorage(Storage):
 
     @property
     def target(self) -> Storage:
-        from .conf import conf
-
         return storages[conf.STORAGE]
 
     def open(self, name: str, mode: str = "rb") -> File[Any]:

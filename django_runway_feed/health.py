@@ -20,7 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from .conf import conf
+from .conf import conf, q_cluster
 from .counting import count_up_to, estimated_value_counts
 from .gateway import GatewayHealth
 from .gateway import describe as describe_gateway
@@ -44,8 +44,8 @@ EXACT_COUNT_LIMIT = 10_000
 
 
 def _cluster() -> dict[str, Any] | None:
-    cluster = getattr(settings, "Q_CLUSTER", None)
-    if not isinstance(cluster, dict) or cluster.get("sync"):
+    cluster = q_cluster()
+    if cluster is None or cluster.get("sync"):
         return None
     return cluster
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
+from .conf import q_cluster
 
 
 def enqueue(func: str, *args: Any) -> None:
@@ -17,6 +17,5 @@ def enqueue(func: str, *args: Any) -> None:
     # django-q2's task module reads its models: imported on use, once the apps are ready.
     from django_q.tasks import async_task
 
-    cluster = getattr(settings, "Q_CLUSTER", {})
-    sync = bool(cluster.get("sync")) if isinstance(cluster, dict) else False
-    async_task(func, *args, sync=sync)
+    cluster = q_cluster()
+    async_task(func, *args, sync=bool(cluster and cluster.get("sync")))

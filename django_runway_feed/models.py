@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -14,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import validation
+from .conf import conf
 from .files import result_storage
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
@@ -28,36 +30,13 @@ class TaskServices(Protocol):
     """What the manager and the model hand their work to: :mod:`django_runway_feed.services`.
 
     The services build on the models, so the models reach them through this registration
-    (``AppConfig.ready`` calls :func:`register_services`) rather than through an import.
+    (``AppConfig.ready`` calls :func:`register_services`): the one sanctioned exception to the
+    layers, documented in docs/architecture.md. The services' own signatures are the reference.
     """
 
-    def submit_task(
-        self,
-        route: str,
-        payload: dict[str, Any],
-        *,
-        content_object: models.Model | None = None,
-        metadata: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        client: CometAPIClient | None = None,
-    ) -> RunwayTask: ...
-
-    def track_task(
-        self,
-        task_id: str,
-        *,
-        content_object: models.Model | None = None,
-        metadata: dict[str, Any] | None = None,
-        now: dt.datetime | None = None,
-    ) -> RunwayTask: ...
-
-    def poll_task_now(
-        self,
-        task: RunwayTask,
-        *,
-        client: CometAPIClient | None = None,
-        now: dt.datetime | None = None,
-    ) -> object: ...
+    submit_task: Callable[..., RunwayTask]
+    track_task: Callable[..., RunwayTask]
+    poll_task_now: Callable[..., Any]  # its PollSummary lives above the models
 
 
 _services: list[TaskServices] = []
@@ -119,8 +98,6 @@ class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
         ``after`` defaults to ``RUNWAY_FEED['STALE_AFTER']``. Measured from submission because
         a task can go without a successful poll no longer than it has existed.
         """
-        from .conf import conf
-
         now = now or timezone.now()
         if after is None:
             after = conf.STALE_AFTER

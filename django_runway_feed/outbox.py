@@ -20,6 +20,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import signals
+from .conf import conf
 from .dbfeatures import supports_update_returning
 from .models import EventKind, RunwayTask, TaskEvent
 from .statuses import Status
@@ -95,8 +96,6 @@ def record_event(
 
 def _create_signalled(*, created_at: dt.datetime, **fields: Any) -> TaskEvent:
     """Create an event whose signals are sent on commit (or by the sweep, one lease later)."""
-    from .conf import conf
-
     event = TaskEvent.objects.create(
         created_at=created_at,
         redeliver_after=created_at + dt.timedelta(seconds=conf.LEASE_SECONDS),
@@ -225,8 +224,6 @@ def sweep(*, now: dt.datetime | None = None, limit: int = 500) -> int:
 
     A batch costs a constant number of queries: one claim, one read and one mark.
     """
-    from .conf import conf
-
     now = now or timezone.now()
     until = now + dt.timedelta(seconds=conf.LEASE_SECONDS)
     if supports_update_returning():

@@ -21,7 +21,7 @@ from django.utils.crypto import salted_hmac
 from . import jobqueue, outbox, validation
 from .cleaning import clean_text, escaped
 from .client import CometAPIClient
-from .conf import conf
+from .conf import conf, q_cluster
 from .downloads import first_downloads_waiting
 from .exceptions import (
     AuthenticationError,
@@ -40,6 +40,7 @@ from .planning import LAST_ERROR_CHARS, first_poll_delay
 from .polling import Clock, Poller, PollSummary
 from .schedules import POLL_FUNC
 from .statuses import FailureCode, Status
+from .transitions import change_status
 from .writes import DATABASE_TROUBLE, ROW_WRITE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -222,24 +223,19 @@ def _finish_submission(
         values.update(submitted_at=now, next_poll_at=now + dt.timedelta(seconds=first_poll))
     else:
         values.update(finished_at=now)
+    task.task_id = values.get("task_id", task.task_id)
+    if change_status(task, status, now=now, values=values, message=message):
+        return
+    # The row left `submitting` while the create call was in flight (an operator stopped it):
+    # its status stays, no transition is recorded or signalled, but the provider's task id is
+    # kept so the task can still be found. A savepoint keeps a caller's transaction usable
+    # should the database refuse the id.
     with transaction.atomic():
-        updated = RunwayTask.objects.filter(pk=task.pk, status=Status.SUBMITTING).update(
-            status=status, updated_at=now, **values
-        )
-        task.task_id = values.get("task_id", task.task_id)
-        if not updated:
-            # The row left `submitting` while the create call was in flight (an operator
-            # stopped it): its status stays, no transition is recorded or signalled, but the
-            # provider's task id is kept so the task can still be found.
-            if task.task_id:
-                RunwayTask.objects.filter(pk=task.pk, task_id__isnull=True).update(
-                    task_id=task.task_id, updated_at=now
-                )
-            task.refresh_from_db(fields=["status", "failure_code"])
-            return
-        outbox.record_transition(
-            task, previous=Status.SUBMITTING, status=status, progress=0, message=message, now=now
-        )
+        if task.task_id:
+            RunwayTask.objects.filter(pk=task.pk, task_id__isnull=True).update(
+                task_id=task.task_id, updated_at=now
+            )
+        task.refresh_from_db(fields=["status", "failure_code"])
 
 
 def track_task(
@@ -387,10 +383,8 @@ def follow_task(
 
 def single_worker_cluster() -> bool:
     """Whether the django-q2 cluster runs one worker (``Q_CLUSTER['workers'] = 1``)."""
-    from django.conf import settings
-
-    cluster = getattr(settings, "Q_CLUSTER", None)
-    return isinstance(cluster, dict) and not cluster.get("sync") and cluster.get("workers") == 1
+    cluster = q_cluster()
+    return cluster is not None and not cluster.get("sync") and cluster.get("workers") == 1
 
 
 def poll_due_tasks(

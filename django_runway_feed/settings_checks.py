@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from .client import request_seconds
-from .conf import DEFAULTS, DURATION_KEYS, conf
+from .conf import DEFAULTS, DURATION_KEYS, conf, q_cluster
 
 ID = "django_runway_feed"
 
@@ -253,8 +253,8 @@ def _check_cluster() -> list[CheckMessage]:
                 id=f"{ID}.E011",
             )
         ]
-    cluster = getattr(settings, "Q_CLUSTER", None)
-    if not isinstance(cluster, dict):
+    cluster = q_cluster()
+    if cluster is None:
         return [
             Error(
                 "Q_CLUSTER is not set: django-q2 would fall back to a Redis broker on localhost "

@@ -1,9 +1,10 @@
-"""The result download API under its first name; the code lives in two modules now.
+"""The result download API's public import path: ``from django_runway_feed.storage import ...``.
 
-:mod:`django_runway_feed.downloads` copies a succeeded task's outputs into storage, and
-:mod:`django_runway_feed.safe_fetch` is the SSRF-guarded fetcher it uses. The names below keep
-working from here (``from django_runway_feed.storage import stored_file_url``); new code
-imports them from those modules.
+Import the download functions from here, as docs/downloads.md does
+(``storage.stored_file_url()``, ``storage.queue_download()`` ...). The code behind them lives in
+:mod:`django_runway_feed.downloads`, which copies a succeeded task's outputs into storage, and
+:mod:`django_runway_feed.safe_fetch`, the SSRF-guarded fetcher it uses. Those two modules are
+internal and may be reorganised; the names re-exported here keep working.
 """
 
 from __future__ import annotations
