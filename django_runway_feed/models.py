@@ -13,7 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import validation
+from . import settings_checks, validation
+from .exceptions import ConfigurationError
 from .files import result_storage
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
@@ -142,6 +143,16 @@ class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
 _RunwayTaskManagerBase = models.Manager.from_queryset(RunwayTaskQuerySet)
 
 
+def _require_a_poller() -> None:
+    """Refuse a task no cluster could ever poll (checks E011 and E012), before any row or request.
+
+    ``manage.py shell`` and scripts run no system checks, so the create methods ask themselves.
+    """
+    errors = settings_checks.wiring_errors()
+    if errors:
+        raise ConfigurationError(f"No task was created: {errors[0].msg} {errors[0].hint}")
+
+
 class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
     """``RunwayTask.objects``: the queryset vocabulary plus the ways to create tasks."""
 
@@ -254,6 +265,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         client: CometAPIClient | None,
     ) -> RunwayTask:
         """Hand a validated ``body`` to :func:`~django_runway_feed.services.submit_task`."""
+        _require_a_poller()
         return task_services().submit_task(
             route,
             body,
@@ -272,6 +284,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         now: dt.datetime | None = None,
     ) -> RunwayTask:
         """Follow a task created elsewhere. Tracking a known id returns the existing row."""
+        _require_a_poller()
         return task_services().track_task(
             task_id, content_object=content_object, metadata=metadata, now=now
         )
