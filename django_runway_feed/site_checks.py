@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -18,6 +18,14 @@ from django.core.checks import CheckMessage, Error, Warning
 from .conf import conf
 
 ID = "django_runway_feed"
+
+
+def _split(url: str) -> SplitResult:
+    """``urlsplit``, with an unreadable URL (``http://[::1``) read as having no host."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return SplitResult("", "", url, "", "")
 
 
 def check_media_url(storage: Any) -> list[CheckMessage]:
@@ -37,7 +45,7 @@ def check_media_url(storage: Any) -> list[CheckMessage]:
     # Django turns an empty MEDIA_URL into the script prefix ("/"): the site's root, where no
     # file is ever served.
     media_url = str(getattr(settings, "MEDIA_URL", "") or "")
-    if urlsplit(media_url).netloc or media_url.strip("/") != get_script_prefix().strip("/"):
+    if _split(media_url).netloc or media_url.strip("/") != get_script_prefix().strip("/"):
         return []
     return [
         Error(
@@ -58,7 +66,7 @@ def check_callback_origin() -> list[CheckMessage]:
     base = conf.CALLBACK_BASE_URL
     if not base:
         return []
-    parts = urlsplit(base)
+    parts = _split(base)
     if parts.hostname and not (parts.path or parts.query or parts.fragment):
         return []
     origin = f"{parts.scheme}://{parts.netloc}" if parts.hostname else "https://www.example.com"
@@ -83,7 +91,7 @@ def check_callback_reachable(
     value = raw.get("CALLBACK_BASE_URL") if isinstance(raw, dict) else None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         return []  # unset, or E002 already reports it
-    host = (urlsplit(value).hostname or "").rstrip(".").lower()
+    host = (_split(value).hostname or "").rstrip(".").lower()
     try:
         local = not ipaddress.ip_address(host).is_global
     except ValueError:

@@ -271,6 +271,7 @@ def test_check_media_url_passes_when_files_have_a_url(settings, feed, media_url,
         ("https://www.example.com/app", "https://www.example.com"),
         ("https://www.example.com?x=1", "https://www.example.com"),
         ("https://", "https://www.example.com"),
+        ("http://[::1", "https://www.example.com"),
     ],
 )
 def test_check_command_fails_on_callback_base_url_with_a_path(settings, value, origin):
