@@ -15,8 +15,11 @@ from django.core.checks import CheckMessage, Tags, register
 
 from .health import check_catch_up, check_sqlite_workers, state_messages
 from .settings_checks import check_settings
+from .site_checks import check_callback_reachable
 
 register(check_settings, Tags.compatibility)
+# W030 judges a production setup (a callback origin on localhost is normal in development).
+register(check_callback_reachable, Tags.compatibility, deploy=True)
 
 # Operational health (django_runway_feed.health). The settings-only catch_up check runs with every
 # ``check``; the rest read the database or judge production setup, so they only run with

@@ -29,6 +29,7 @@ from .models import EventKind, PollerState, RunwayTask, TaskEvent
 from .pause import active_pause, pause_in_effect
 from .schedules import POLL_FUNC
 from .settings_checks import check_settings
+from .site_checks import check_callback_reachable
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,7 @@ def evaluate(*, now: dt.datetime | None = None) -> list[CheckMessage]:
     """Every check of the app: settings, cluster configuration and live state."""
     return [
         *check_settings(),
+        *check_callback_reachable(),
         *check_catch_up(),
         *check_sqlite_workers(),
         *state_messages(now=now),

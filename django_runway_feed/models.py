@@ -14,8 +14,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import validation
+from . import settings_checks, validation
 from .conf import conf
+from .exceptions import ConfigurationError
 from .files import result_storage
 from .statuses import TERMINAL_STATUSES, UNFINISHED_STATUSES, FailureCode, Status
 
@@ -117,6 +118,16 @@ class RunwayTaskQuerySet(models.QuerySet["RunwayTask"]):
 
 
 _RunwayTaskManagerBase = models.Manager.from_queryset(RunwayTaskQuerySet)
+
+
+def _require_a_poller() -> None:
+    """Refuse a task no cluster could ever poll (checks E011 and E012), before any row or request.
+
+    ``manage.py shell`` and scripts run no system checks, so the create methods ask themselves.
+    """
+    errors = settings_checks.wiring_errors()
+    if errors:
+        raise ConfigurationError(f"No task was created: {errors[0].msg} {errors[0].hint}")
 
 
 class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
@@ -231,6 +242,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         client: CometAPIClient | None,
     ) -> RunwayTask:
         """Hand a validated ``body`` to :func:`~django_runway_feed.services.submit_task`."""
+        _require_a_poller()
         return task_services().submit_task(
             route,
             body,
@@ -249,6 +261,7 @@ class RunwayTaskManager(_RunwayTaskManagerBase["RunwayTask"]):
         now: dt.datetime | None = None,
     ) -> RunwayTask:
         """Follow a task created elsewhere. Tracking a known id returns the existing row."""
+        _require_a_poller()
         return task_services().track_task(
             task_id, content_object=content_object, metadata=metadata, now=now
         )

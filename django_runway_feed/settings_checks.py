@@ -18,6 +18,7 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from .client import request_seconds
 from .conf import DEFAULTS, DURATION_KEYS, conf, q_cluster
+from .site_checks import check_callback_origin, check_media_url
 
 ID = "django_runway_feed"
 
@@ -157,6 +158,7 @@ def check_settings(
         )
     messages.extend(_check_cluster())
     messages.extend(_check_downloads(raw))
+    messages.extend(check_callback_origin())
     return messages
 
 
@@ -176,6 +178,8 @@ def _check_downloads(raw: dict[str, Any]) -> list[CheckMessage]:
                     id=f"{ID}.E020",
                 )
             )
+        elif conf.DOWNLOAD_RESULTS:
+            messages.extend(check_media_url(configured[conf.STORAGE]))
     for network in conf.DOWNLOAD_ALLOWED_NETWORKS:
         try:
             parsed = ipaddress.ip_network(network, strict=False)
@@ -239,7 +243,12 @@ def _importable(module: str) -> bool:
         return False
 
 
-def _check_cluster() -> list[CheckMessage]:
+def wiring_errors() -> list[CheckMessage]:
+    """E011 or E012: no django-q2 cluster could ever run the poller (empty when one can).
+
+    Also what :meth:`RunwayTask.objects.generate` and the other create methods refuse to work
+    without, since ``manage.py shell`` runs no checks.
+    """
     from django.apps import apps
 
     if not conf.AUTO_SCHEDULE:
@@ -253,16 +262,25 @@ def _check_cluster() -> list[CheckMessage]:
                 id=f"{ID}.E011",
             )
         ]
-    cluster = q_cluster()
-    if cluster is None:
+    if q_cluster() is None:
         return [
             Error(
                 "Q_CLUSTER is not set: django-q2 would fall back to a Redis broker on localhost "
-                "and qcluster would fail to start or never run the poller.",
+                "and qcluster would fail to start or never run the poller. (django-q2's own "
+                "warning 'Retry and timeout are misconfigured', printed as Django starts, comes "
+                "from the same missing setting.)",
                 hint=WIRING_HINT,
                 id=f"{ID}.E012",
             )
         ]
+    return []
+
+
+def _check_cluster() -> list[CheckMessage]:
+    wiring = wiring_errors()
+    cluster = q_cluster()
+    if wiring or not conf.AUTO_SCHEDULE or cluster is None:
+        return wiring
     if cluster.get("sync"):
         return []
     messages: list[CheckMessage] = []

@@ -75,4 +75,5 @@ RUNWAY_FEED = {
 STATIC_URL = "static/"
 # Result downloads in a test's qcluster go to that test's temporary folder.
 MEDIA_ROOT = os.environ.get("RUNWAY_TEST_MEDIA_ROOT", "")
+MEDIA_URL = "/media/"  # stored results have a URL (check E022)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -214,3 +214,147 @@ def test_check_cluster_hint_followed_passes(settings):
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 85, "retry": 145}
 
     assert check_errors() == []
+
+
+# -- the site around the app: served media (E022), the callback origin (E030, W030) ---------------
+
+DOWNLOADS_ON = {"API_KEY": "k", "DOWNLOAD_RESULTS": True}
+
+
+def test_check_command_fails_when_downloads_have_no_media_url(settings):
+    settings.RUNWAY_FEED = DOWNLOADS_ON
+    settings.MEDIA_URL = ""
+
+    assert check_errors() == ["django_runway_feed.E022"]
+    (message,) = [m for m in checks_without_databases() if m.id == "django_runway_feed.E022"]
+    assert "MEDIA_URL is not set (or is the site's root)" in message.msg
+    assert message.hint.startswith("Set MEDIA_URL = 'media/' and serve MEDIA_ROOT there")
+
+
+@pytest.mark.parametrize(
+    ("feed", "media_url", "storages"),
+    [
+        pytest.param({"API_KEY": "k"}, "", None, id="downloads-off"),
+        pytest.param(DOWNLOADS_ON, "/media/", None, id="media-url-set"),
+        pytest.param(
+            DOWNLOADS_ON,
+            "",
+            {
+                "default": {
+                    "BACKEND": "django.core.files.storage.FileSystemStorage",
+                    "OPTIONS": {"base_url": "https://files.example.com/"},
+                }
+            },
+            id="storage-has-its-own-base-url",
+        ),
+        pytest.param(
+            DOWNLOADS_ON,
+            "",
+            {"default": {"BACKEND": "django.core.files.storage.InMemoryStorage"}},
+            id="not-a-file-system-storage",
+        ),
+    ],
+)
+def test_check_media_url_passes_when_files_have_a_url(settings, feed, media_url, storages):
+    settings.RUNWAY_FEED = feed
+    settings.MEDIA_URL = media_url
+    if storages is not None:
+        settings.STORAGES = {**settings.STORAGES, **storages}
+
+    assert check_errors() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "origin"),
+    [
+        ("http://localhost:8766/runway-feed/", "http://localhost:8766"),
+        ("https://www.example.com/app", "https://www.example.com"),
+        ("https://www.example.com?x=1", "https://www.example.com"),
+        ("https://", "https://www.example.com"),
+        ("http://[::1", "https://www.example.com"),
+    ],
+)
+def test_check_command_fails_on_callback_base_url_with_a_path(settings, value, origin):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "CALLBACK_BASE_URL": value}
+
+    assert check_errors() == ["django_runway_feed.E030"]
+    (message,) = [m for m in checks_without_databases() if m.id == "django_runway_feed.E030"]
+    assert message.hint == f"Set RUNWAY_FEED['CALLBACK_BASE_URL'] = {origin!r} (no path)."
+
+
+def test_check_passes_callback_base_url_with_trailing_slash(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "CALLBACK_BASE_URL": "https://www.example.com/"}
+
+    assert check_errors() == []
+
+
+def deploy_settings_output() -> str:
+    """``check --deploy`` limited to the settings checks (the health ones read the database)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out, err = StringIO(), StringIO()
+    call_command("check", "--deploy", "--tag", "compatibility", stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://localhost:8000",
+        "http://127.0.0.1:8000",
+        "http://10.1.2.3",
+        "https://192.168.1.20",
+        "http://172.16.0.1",
+        "http://169.254.10.10",
+        "http://[::1]:8000",
+        "http://[fe80::1]",
+        "http://mysite.local",
+        "http://0.0.0.0:8000",
+    ],
+)
+def test_check_deploy_warns_on_callback_base_url_cometapi_cannot_reach(settings, base):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "CALLBACK_BASE_URL": base}
+
+    output = deploy_settings_output()
+
+    assert "django_runway_feed.W030" in output
+    assert "CometAPI can never reach" in output
+    assert check_errors() == []  # a warning, and only with --deploy
+    assert "W030" not in str([m.id for m in checks_without_databases()])
+
+
+def test_check_deploy_accepts_a_public_callback_base_url(settings):
+    settings.RUNWAY_FEED = {"API_KEY": "k", "CALLBACK_BASE_URL": "https://www.example.com"}
+
+    assert "django_runway_feed" not in deploy_settings_output()
+
+
+def test_example_site_check_deploy_reports_no_site_check(tmp_path):
+    # The example site (make serve's environment: the fake CometAPI on loopback, downloads on)
+    # must stay clean of this app's settings checks under --deploy.
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "COMETAPI_KEY": "dev-key",
+        "COMETAPI_BASE_URL": "http://127.0.0.1:8765",
+        "RUNWAY_DOWNLOAD_FROM_FAKE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--tag", "compatibility"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "django_runway_feed" not in done.stdout + done.stderr

@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import override_settings
 from django.utils import timezone
 
 from django_runway_feed import services
@@ -443,6 +444,54 @@ def test_callback_base_without_urls_raises_before_any_row(api, settings):
 
     assert not RunwayTask.objects.exists()
     assert api.create_requests == []
+
+
+def without_django_q(settings) -> list[str]:
+    return [app for app in settings.INSTALLED_APPS if app != "django_q"]
+
+
+CREATES = {
+    "generate": lambda: RunwayTask.objects.generate("x"),
+    "video_to_video": lambda: RunwayTask.objects.video_to_video(VIDEO, prompt="x"),
+    "act_one": lambda: RunwayTask.objects.act_one(VIDEO, IMAGE),
+    "track": lambda: RunwayTask.objects.track("provider-id"),
+}
+
+
+@pytest.mark.parametrize("create", CREATES.values(), ids=CREATES.keys())
+def test_create_without_django_q_raises_before_any_row_or_request(api, settings, create):
+    # manage.py shell runs no system checks: the create methods refuse what E011 reports.
+    with (
+        override_settings(INSTALLED_APPS=without_django_q(settings)),
+        pytest.raises(ConfigurationError, match=r"^No task was created: 'django_q' is not in"),
+    ):
+        create()
+
+    assert not RunwayTask.objects.exists()
+    assert api.create_requests == []
+
+
+@pytest.mark.parametrize("create", CREATES.values(), ids=CREATES.keys())
+def test_create_without_q_cluster_raises_before_any_row_or_request(api, settings, create):
+    del settings.Q_CLUSTER
+
+    with pytest.raises(ConfigurationError, match=r"Q_CLUSTER is not set") as raised:
+        create()
+
+    assert "docs/quickstart.md, step 2" in str(raised.value)
+    assert not RunwayTask.objects.exists()
+    assert api.create_requests == []
+
+
+def test_create_without_django_q_works_when_auto_schedule_is_off(api, settings):
+    # A site polling with runway_poll --loop needs no cluster.
+    settings.RUNWAY_FEED = {**settings.RUNWAY_FEED, "AUTO_SCHEDULE": False}
+
+    with override_settings(INSTALLED_APPS=without_django_q(settings)):
+        task = RunwayTask.objects.generate("x")
+
+    assert task.status == Status.QUEUED
+    assert len(api.create_requests) == 1
 
 
 def test_idempotency_key_used_twice_makes_one_request(api):
